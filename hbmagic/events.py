@@ -1,0 +1,266 @@
+"""The one stream of events a search emits, and the bus observers subscribe to.
+
+Every change of a search is one of these frozen dataclasses. The journal, the
+widget, the text progress and the Result all consume the same stream; resuming
+a study is replaying its journal. ``at`` is the wall-clock time of emission,
+stamped by the runner (the scheduler, which has no clock, leaves it 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .plan import Plan
+
+__all__ = [
+    "BracketDone",
+    "EndReason",
+    "EvalStatus",
+    "EvaluationEnded",
+    "EvaluationStarted",
+    "Event",
+    "EventBus",
+    "Observer",
+    "Reported",
+    "RungDone",
+    "StudyEnded",
+    "StudyStarted",
+    "TrialCreated",
+    "TrialPromoted",
+    "TrialStopped",
+    "event_from_dict",
+    "event_to_dict",
+]
+
+
+class EvalStatus(str, Enum):
+    """How an evaluation ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped by Stop, an interrupt or a time limit: it reruns on resume
+
+
+class EndReason(str, Enum):
+    """Why a search ended."""
+
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    TIME_LIMIT = "time limit"
+    MAX_TRIALS = "max trials"
+    MAX_FAILURES = "max failures"
+    ALL_FAILING = "all failing"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default=0.0, kw_only=True)
+
+
+@dataclass(frozen=True)
+class StudyStarted(Event):
+    study: str
+    plan: Plan
+    space: dict[str, str]
+    metric: str | None
+    mode: str
+    seed: int
+    slots: tuple[str, ...]
+    reused: int = 0  # evaluations taken from the journal
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class TrialCreated(Event):
+    trial: int
+    iteration: int
+    bracket: int
+    config: dict[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvaluationStarted(Event):
+    trial: int
+    rung: int
+    budget: float
+    start: float
+    slot: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Reported(Event):
+    trial: int
+    rung: int
+    step: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EvaluationEnded(Event):
+    trial: int
+    rung: int
+    budget: float
+    status: EvalStatus
+    value: float | None = None  # the optimized metric; None unless completed
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    output: str = ""
+    duration: float = 0.0
+    trained: float = 0.0  # budget - start: resource this evaluation trained
+    state_saved: bool = False
+
+
+@dataclass(frozen=True)
+class TrialPromoted(Event):
+    trial: int
+    rung: int  # the rung it is promoted to
+    budget: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class TrialStopped(Event):
+    trial: int
+    rung: int  # the rung whose cutoff it missed
+    value: float | None
+    rank: int  # 1-based among the rung's results, best first
+    of: int  # results in the rung
+    cutoff: float | None  # the worst promoted value (None when none was promoted)
+
+
+@dataclass(frozen=True)
+class RungDone(Event):
+    iteration: int
+    bracket: int
+    rung: int
+    promoted: tuple[int, ...]
+    cutoff: float | None
+
+
+@dataclass(frozen=True)
+class BracketDone(Event):
+    iteration: int
+    bracket: int
+    best: int | None
+    value: float | None
+
+
+@dataclass(frozen=True)
+class StudyEnded(Event):
+    reason: EndReason
+    message: str = ""
+
+
+_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        StudyStarted,
+        TrialCreated,
+        EvaluationStarted,
+        Reported,
+        EvaluationEnded,
+        TrialPromoted,
+        TrialStopped,
+        RungDone,
+        BracketDone,
+        StudyEnded,
+    )
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN or infinity
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _float(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _float(v) for k, v in value.items()}
+    return value
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of ``event``, with its type under ``"type"``."""
+    data: dict[str, Any] = {"type": type(event).__name__}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, Plan):
+            value = value.to_dict()
+        elif isinstance(value, Enum):
+            value = value.value
+        data[f.name] = _plain(value)
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event that ``event_to_dict`` turned into ``data``."""
+    data = dict(data)
+    cls = _TYPES[data.pop("type")]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name == "plan":
+            value = Plan.from_dict(value)
+        elif f.name == "status":
+            value = EvalStatus(value)
+        elif f.name == "reason":
+            value = EndReason(value)
+        elif f.name in ("slots", "promoted"):
+            value = tuple(value)
+        elif f.name in ("value", "cutoff", "metrics", "config"):
+            value = _float(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+Observer = Callable[[Event], Any]
+
+
+class EventBus:
+    """Delivers each event to every observer, in subscription order.
+
+    An observer that raises is reported once and unsubscribed, so a broken
+    display never stops a search; an observer with ``critical = True`` (the
+    journal) raises through instead.
+    """
+
+    def __init__(self, observers: tuple[Observer, ...] = ()):
+        self._observers: list[Observer] = list(observers)
+
+    def subscribe(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def emit(self, event: Event) -> Event:
+        if not event.at:
+            event = dataclasses.replace(event, at=time.time())
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception as err:
+                if getattr(observer, "critical", False):
+                    raise
+                self._observers.remove(observer)
+                name = getattr(observer, "__qualname__", type(observer).__name__)
+                warnings.warn(
+                    f"hbmagic: observer {name} failed on {type(event).__name__} and was removed: {err!r}", stacklevel=2
+                )
+        return event

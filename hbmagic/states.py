@@ -1,0 +1,109 @@
+"""Committed ``trial.state`` of trials still alive: in memory, and in the study folder with a journal.
+
+A state is committed only when an evaluation ends normally. Its file is named
+after the rung that produced it and written before the journal records the
+evaluation; older files of the trial are removed only after that record, so a
+crash at any moment leaves the file the journal points to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from . import statecodec
+
+__all__ = ["StateStore"]
+
+_FILE = re.compile(r"trial-(\d+)-rung-(\d+)\.state\Z")
+
+
+class StateStore:
+    """Where each live trial's last committed state is, and the resource it has reached."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self._live: dict[int, tuple[dict | bytes, float]] = {}  # trial -> (state object or bytes, reached)
+        self._disk: dict[int, tuple[int, float]] = {}  # trial -> (rung, reached) of its committed file
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def persistent(self) -> bool:
+        return self.folder is not None
+
+    def _path(self, trial: int, rung: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"trial-{trial}-rung-{rung}.state"
+
+    def get(self, trial: int, device: str = "cpu") -> tuple[dict | bytes | None, float]:
+        """The committed state (an object, or bytes to load) and what it has reached; (None, 0) if none."""
+        if trial in self._live:
+            return self._live[trial]
+        if trial in self._disk:
+            rung, reached = self._disk[trial]
+            try:
+                return self._path(trial, rung).read_bytes(), reached
+            except OSError:
+                del self._disk[trial]
+        return None, 0
+
+    def as_bytes(self, trial: int) -> bytes | None:
+        state, _ = self.get(trial)
+        if state is None or isinstance(state, bytes):
+            return state
+        return statecodec.dumps(state)
+
+    def commit(self, trial: int, rung: int, reached: float, live: dict | None, data: bytes | None) -> bool:
+        """Keep a trial's new state; returns whether it was written to the study folder."""
+        if live is not None:
+            self._live[trial] = (live, reached)
+        elif data is not None:
+            self._live[trial] = (data, reached)
+        else:
+            self._live.pop(trial, None)
+        if self.folder is None or data is None:
+            return False
+        path = self._path(trial, rung)
+        temporary = path.with_suffix(".partial")
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        self._disk[trial] = (rung, reached)
+        return True
+
+    def settle(self, trial: int, rung: int) -> None:
+        """After the journal recorded rung ``rung``: older files of the trial are garbage."""
+        if self.folder is None:
+            return
+        if self._disk.get(trial, (None,))[0] != rung:
+            self._disk.pop(trial, None)
+        for old in self.folder.glob(f"trial-{trial}-rung-*.state"):
+            match = _FILE.match(old.name)
+            if match and int(match[2]) != rung:
+                old.unlink(missing_ok=True)
+
+    def drop_live(self, trial: int) -> None:
+        """Forget the in-memory object after an interrupted evaluation: it may be half-trained."""
+        self._live.pop(trial, None)
+
+    def free(self, trial: int) -> None:
+        """The trial is decided: release its state everywhere."""
+        self._live.pop(trial, None)
+        self._disk.pop(trial, None)
+        if self.folder is not None:
+            for old in self.folder.glob(f"trial-{trial}-rung-*.state"):
+                old.unlink(missing_ok=True)
+
+    def restore(self, committed: dict[int, tuple[int, float]]) -> None:
+        """After a restart: ``committed`` maps each live trial to the rung and budget of its saved state."""
+        self._disk = {t: v for t, v in committed.items() if self._path(t, v[0]).exists()}
+        if self.folder is not None:
+            for path in self.folder.glob("*.partial"):
+                path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(set(self._live) | set(self._disk))
