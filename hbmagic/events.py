@@ -250,8 +250,8 @@ class EventBus:
         self._observers.append(observer)
 
     def emit(self, event: Event) -> Event:
-        if not event.at:
-            event = dataclasses.replace(event, at=time.time())
+        if not event.at:  # stamped once, before any observer sees it
+            object.__setattr__(event, "at", time.time())
         for observer in list(self._observers):
             try:
                 observer(event)

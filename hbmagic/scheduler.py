@@ -107,23 +107,13 @@ class Scheduler:
         raise NotImplementedError
 
     def _job(self, trial: int, iteration: int, bracket: Bracket, rung: int) -> Job:
+        config, seed = self._config(trial), trial_seed(self.seed, trial)
         if trial not in self._created:
             self._created.add(trial)
-            self._outbox.append(
-                TrialCreated(trial, iteration, bracket.s, self._config(trial), trial_seed(self.seed, trial))
-            )
+            self._outbox.append(TrialCreated(trial, iteration, bracket.s, config, seed))
         self._running.add((trial, rung))
         previous = bracket.rungs[rung - 1].budget if rung else 0
-        return Job(
-            trial,
-            iteration,
-            bracket.s,
-            rung,
-            bracket.rungs[rung].budget,
-            previous,
-            self._config(trial),
-            trial_seed(self.seed, trial),
-        )
+        return Job(trial, iteration, bracket.s, rung, bracket.rungs[rung].budget, previous, config, seed)
 
     def _config(self, trial: int) -> dict[str, Any]:
         return self.space.config(self.seed, trial)
@@ -234,16 +224,20 @@ class SyncScheduler(Scheduler):
         return self._open == 0
 
     def get_state(self) -> dict[str, Any]:
-        results = [
-            [trial, rung, value]
-            for (_, rung), state in sorted(self._rungs.items())
-            for trial, value in state.results.items()
-        ]
+        results = sorted(
+            (
+                [trial, rung, value]
+                for (_, rung), state in self._rungs.items()
+                for trial, value in state.results.items()
+            ),
+            key=lambda item: (item[1], item[0]),
+        )
         return {"results": results, "created": sorted(self._created), "promotions": []}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Rebuild from results: decisions are recomputed, so they equal the original ones."""
+        """Rebuild from results: decisions are recomputed, so they equal the original ones (see ``drain``)."""
         self._reset(len(self._brackets) // len(self.plan.brackets))
+        self._outbox.clear()
         self._created = set(state.get("created", ()))
         self._running.clear()
         pending = sorted((rung, trial, value) for trial, rung, value in state["results"])
@@ -260,7 +254,7 @@ class SyncScheduler(Scheduler):
                     ready.add((event.trial, event.rung))
         self._ready = [item for item in self._ready if (item[1], item[2]) in ready]
         heapq.heapify(self._ready)
-        self._outbox.clear()
+        # The recomputed decisions stay in the outbox: a resumed study emits those its journal lost.
 
     def extend(self, iterations: int) -> None:
         """Run more iterations than the plan said (a finished study extended)."""
@@ -346,7 +340,7 @@ class AshaScheduler(Scheduler):
         return super().drain()
 
     def get_state(self) -> dict[str, Any]:
-        results = [[t, rung, v] for rung, res in enumerate(self._results) for t, v in res.items()]
+        results = [[t, rung, res[t]] for rung, res in enumerate(self._results) for t in sorted(res)]
         promotions = [[t, rung] for rung, trials in enumerate(self._promoted) for t in sorted(trials)]
         return {"results": results, "created": sorted(self._created), "promotions": promotions}
 

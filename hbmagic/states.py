@@ -99,10 +99,16 @@ class StateStore:
                 old.unlink(missing_ok=True)
 
     def restore(self, committed: dict[int, tuple[int, float]]) -> None:
-        """After a restart: ``committed`` maps each live trial to the rung and budget of its saved state."""
+        """After a restart: ``committed`` maps each live trial to the rung and budget of its saved state.
+
+        Every other file is garbage (a state written just before a crash, a decided trial's) and goes.
+        """
+        if self.folder is None:
+            return
         self._disk = {t: v for t, v in committed.items() if self._path(t, v[0]).exists()}
-        if self.folder is not None:
-            for path in self.folder.glob("*.partial"):
+        keep = {self._path(t, rung).name for t, (rung, _) in self._disk.items()}
+        for path in self.folder.iterdir():
+            if path.name not in keep:
                 path.unlink(missing_ok=True)
 
     def __len__(self) -> int:

@@ -26,6 +26,9 @@ def to_metric(name: str, value: Any) -> float:
     """``float(value)`` (tensors and numpy scalars included); NaN and infinities are kept."""
     if isinstance(value, str | bytes) or value is None:
         raise MetricError(f"metric {name!r} is {value!r} ({type(value).__name__}), which is not a number")
+    detach = getattr(value, "detach", None)  # a torch tensor: no autograd warning, no graph kept
+    if callable(detach):
+        value = detach()
     try:
         return float(value)
     except (TypeError, ValueError) as err:

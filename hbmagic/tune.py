@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 import warnings
@@ -9,16 +10,28 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import OptionError, SearchFailed
-from .events import EndReason, EventBus, Observer, StudyEnded, StudyStarted
+from .events import EndReason, Event, EventBus, Observer, StudyEnded, StudyStarted, TrialStopped
 from .executors import make_executor
 from .options import Options
+from .plan import Plan
 from .result import Result
 from .runner import Runner, RunnerOptions
 from .scheduler import make_scheduler
 from .space import Space
 from .states import StateStore
+from .study import (
+    Study,
+    committed_states,
+    default_name,
+    objective_source,
+    replay,
+    reused_evaluations,
+    scheduler_state,
+    storage_folder,
+    study_key,
+)
 
-__all__ = ["tune"]
+__all__ = ["Search", "run_search", "tune"]
 
 
 def tune(
@@ -122,7 +135,8 @@ def tune(
         max_failures=max_failures,
         trial_timeout=trial_timeout,
     )
-    return run_search(objective, Space(space), options, observers)
+    announce = print if options.storage is not None or options.study is not None else None
+    return run_search(objective, Space(space), options, observers, announce=announce)
 
 
 def _check_objective(objective: Callable[[Any], Any]) -> None:
@@ -146,51 +160,189 @@ def _check_size(space: Space, needed: int) -> None:
         )
 
 
+class Search:
+    """A search made ready: options checked, study opened (and locked), nothing run yet.
+
+    Every mistake in what the user wrote is raised here, before anything runs
+    or is displayed. ``banner`` is the first line to show: "new study ..." or
+    "resuming ...: N of M evaluations reused". Use as a context manager, or
+    call ``run``, which closes it.
+    """
+
+    def __init__(
+        self,
+        objective: Callable[[Any], Any],
+        space: Space,
+        options: Options,
+        *,
+        key_source: str | None = None,
+        label: str | None = None,
+        journaled: bool | None = None,
+    ):
+        _check_objective(objective)
+        self.objective, self.space, self.options = objective, space, options
+        plan = options.plan()
+        self.executor = make_executor(
+            options.executor,
+            workers=options.workers,
+            devices=options.devices,
+            trials_per_device=options.trials_per_device,
+            cluster=options.cluster,
+        )
+        self.study: Study | None = None
+        self.history: list[Event] = []
+        seed = options.seed
+        if journaled is None:
+            journaled = options.storage is not None or options.study is not None
+        if journaled:
+            storage = storage_folder(options.storage)
+            key = study_key(
+                key_source if key_source is not None else objective_source(objective),
+                space.to_text(),
+                options.key_part(),
+                options.seed,
+            )
+            label = label or getattr(objective, "__name__", type(objective).__name__)
+            name = options.study or default_name(label, key["key"])
+            meta = {"plan": plan.to_dict(), "space": space.to_text(), "seed": seed, "label": label}
+            if seed is None:
+                meta["seed"] = seed = random.SystemRandom().randrange(2**31)
+            self.study = Study.open(storage, name, key, options.new, meta)
+            stored = self.study.meta()
+            seed = stored["seed"]
+            self.history = self.study.history()
+            iterations = max(plan.iterations, Plan.from_dict(stored["plan"]).iterations)
+            if iterations != plan.iterations:
+                plan = dataclasses.replace(plan, iterations=iterations)
+            if plan.to_dict() != stored["plan"]:
+                self.study.journal.set_meta({"plan": plan.to_dict()})  # type: ignore[union-attr]
+        elif seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        self.plan, self.seed = plan, seed
+        self.name = self.study.name if self.study else "memory"
+        _check_size(space, plan.configurations * plan.iterations or (options.max_trials or 0))
+
+    @property
+    def reused(self) -> int:
+        return reused_evaluations(self.history)
+
+    @property
+    def planned(self) -> int | None:
+        return self.plan.evaluations * self.plan.iterations if self.plan.evaluations else None
+
+    @property
+    def banner(self) -> str:
+        if self.study is None:
+            return f"hbmagic: search not journaled (no storage): {self.plan.describe()}"
+        if not self.history:
+            return f"new study {self.name} (in {self.study.folder.parent})"
+        total = f" of {self.planned:,}" if self.planned else ""
+        return f"resuming: {self.reused:,}{total} evaluations reused (study {self.name})"
+
+    def run(self, observers: Iterable[Observer] = ()) -> Result:
+        """Run (or resume) the search; returns its Result, partial after an interrupt."""
+        try:
+            return self._run(list(observers))
+        finally:
+            self.close()
+
+    def _run(self, observers: list[Observer]) -> Result:
+        options, plan = self.options, self.plan
+        result = Result()
+        watchers = [result, *observers]
+        journal = self.study.journal if self.study else None
+        bus = EventBus(tuple(([journal] if journal else []) + watchers))
+        scheduler = make_scheduler(plan, self.space, self.seed, options.mode)
+        states = StateStore(self.study.states_folder if self.study else None)
+        metric = options.metric
+        if self.history:
+            scheduler.set_state(scheduler_state(self.history))
+            states.restore(committed_states(self.history, plan))
+            if metric is None:
+                metric = replay(self.history).metric
+        runner = Runner(
+            scheduler,
+            self.executor,
+            self.objective,
+            bus,
+            states,
+            RunnerOptions(metric, options.time_limit, options.trial_timeout, options.max_failures, options.offload),
+        )
+        bus.emit(
+            StudyStarted(
+                self.name,
+                plan,
+                self.space.to_text(),
+                options.metric,
+                options.mode,
+                self.seed,
+                tuple(s.label for s in self.executor.slots),
+                self.reused,
+                bool(self.history),
+            )
+        )
+        for stopped in _replay_into(self.history, scheduler.drain(), watchers, bus):
+            states.free(stopped)
+        reason, message = runner.run()
+        bus.emit(StudyEnded(reason, message))
+        if runner.names_error is not None:
+            raise runner.names_error
+        if reason in (EndReason.ALL_FAILING, EndReason.MAX_FAILURES):
+            raise SearchFailed(message, result)
+        return result
+
+    def close(self) -> None:
+        if self.study is not None:
+            self.study.close()
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _replay_into(history: list[Event], recomputed: list[Event], watchers: list[Observer], bus: EventBus) -> list[int]:
+    """Show a resumed study's past to the observers; emit (and journal) decisions the journal had lost.
+
+    Returns the trials those lost decisions stopped.
+    """
+    for event in history:
+        if not isinstance(event, StudyStarted | StudyEnded):
+            for watcher in watchers:
+                watcher(event)
+    known = {_decision_key(e) for e in history}
+    stopped = []
+    for event in recomputed:
+        if _decision_key(event) not in known:
+            bus.emit(event)
+            if isinstance(event, TrialStopped):
+                stopped.append(event.trial)
+    return stopped
+
+
+def _decision_key(event: Event) -> tuple:
+    return (
+        type(event).__name__,
+        getattr(event, "trial", None),
+        getattr(event, "rung", None),
+        getattr(event, "bracket", None),
+        getattr(event, "iteration", None),
+    )
+
+
 def run_search(
     objective: Callable[[Any], Any],
     space: Space,
     options: Options,
     observers: Iterable[Observer] = (),
-    study_name: str = "memory",
+    *,
+    key_source: str | None = None,
+    label: str | None = None,
+    announce: Callable[[str], Any] | None = None,
 ) -> Result:
-    """Run a search from validated options (``tune`` and the magic come here)."""
-    _check_objective(objective)
-    plan = options.plan()
-    _check_size(space, plan.configurations * plan.iterations or (options.max_trials or 0))
-    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
-    executor = make_executor(
-        options.executor,
-        workers=options.workers,
-        devices=options.devices,
-        trials_per_device=options.trials_per_device,
-        cluster=options.cluster,
-    )
-    result = Result()
-    bus = EventBus((result, *observers))
-    scheduler = make_scheduler(plan, space, seed, options.mode)
-    runner = Runner(
-        scheduler,
-        executor,
-        objective,
-        bus,
-        StateStore(),
-        RunnerOptions(options.metric, options.time_limit, options.trial_timeout, options.max_failures, options.offload),
-    )
-    bus.emit(
-        StudyStarted(
-            study_name,
-            plan,
-            space.to_text(),
-            options.metric,
-            options.mode,
-            seed,
-            tuple(s.label for s in executor.slots),
-        )
-    )
-    reason, message = runner.run()
-    bus.emit(StudyEnded(reason, message))
-    if runner.names_error is not None:
-        raise runner.names_error
-    if reason in (EndReason.ALL_FAILING, EndReason.MAX_FAILURES):
-        raise SearchFailed(message, result)
-    return result
+    """Run a search from validated options; ``announce`` receives the banner line first."""
+    with Search(objective, space, options, key_source=key_source, label=label) as search:
+        if announce is not None:
+            announce(search.banner)
+        return search.run(observers)
