@@ -9,7 +9,6 @@ stamped by the runner (the scheduler, which has no clock, leaves it 0).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -178,34 +177,19 @@ _TYPES: dict[str, type[Event]] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # JSON has no NaN or infinity
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _float(value: Any) -> Any:
-    if value in ("nan", "inf", "-inf"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _float(v) for k, v in value.items()}
-    return value
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict of ``event``, with its type under ``"type"``."""
+    """A dict of ``event`` for ``json.dumps`` (NaN and infinities as Python's json writes them)."""
     data: dict[str, Any] = {"type": type(event).__name__}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, Plan):
-            value = value.to_dict()
-        elif isinstance(value, Enum):
+    for name in _FIELDS[type(event)]:
+        value = getattr(event, name)
+        if isinstance(value, Enum):
             value = value.value
-        data[f.name] = _plain(value)
+        elif isinstance(value, Plan):
+            value = value.to_dict()
+        data[name] = value
     return data
 
 
@@ -214,21 +198,19 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     data = dict(data)
     cls = _TYPES[data.pop("type")]
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name in _FIELDS[cls]:
+        if name not in data:
             continue
-        value = data[f.name]
-        if f.name == "plan":
+        value = data[name]
+        if name == "plan":
             value = Plan.from_dict(value)
-        elif f.name == "status":
+        elif name == "status":
             value = EvalStatus(value)
-        elif f.name == "reason":
+        elif name == "reason":
             value = EndReason(value)
-        elif f.name in ("slots", "promoted"):
+        elif name in ("slots", "promoted"):
             value = tuple(value)
-        elif f.name in ("value", "cutoff", "metrics", "config"):
-            value = _float(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 

@@ -9,14 +9,11 @@ crash at any moment leaves the file the journal points to.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from . import statecodec
 
 __all__ = ["StateStore"]
-
-_FILE = re.compile(r"trial-(\d+)-rung-(\d+)\.state\Z")
 
 
 class StateStore:
@@ -25,7 +22,8 @@ class StateStore:
     def __init__(self, folder: Path | None = None):
         self.folder = folder
         self._live: dict[int, tuple[dict | bytes, float]] = {}  # trial -> (state object or bytes, reached)
-        self._disk: dict[int, tuple[int, float]] = {}  # trial -> (rung, reached) of its committed file
+        self._disk: dict[int, tuple[int, float]] = {}  # trial -> (rung, reached) of its newest file
+        self._files: dict[int, set[int]] = {}  # trial -> rungs of its files in the folder
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -63,6 +61,7 @@ class StateStore:
             self._live[trial] = (data, reached)
         else:
             self._live.pop(trial, None)
+        self._disk.pop(trial, None)  # an older file no longer matches the committed state
         if self.folder is None or data is None:
             return False
         path = self._path(trial, rung)
@@ -73,18 +72,15 @@ class StateStore:
             os.fsync(file.fileno())
         os.replace(temporary, path)
         self._disk[trial] = (rung, reached)
+        self._files.setdefault(trial, set()).add(rung)
         return True
 
     def settle(self, trial: int, rung: int) -> None:
-        """After the journal recorded rung ``rung``: older files of the trial are garbage."""
-        if self.folder is None:
-            return
-        if self._disk.get(trial, (None,))[0] != rung:
-            self._disk.pop(trial, None)
-        for old in self.folder.glob(f"trial-{trial}-rung-*.state"):
-            match = _FILE.match(old.name)
-            if match and int(match[2]) != rung:
-                old.unlink(missing_ok=True)
+        """After the journal recorded rung ``rung``: the trial's other files are garbage."""
+        keep = self._disk.get(trial, (None,))[0]
+        for old in self._files.get(trial, set()) - {keep}:
+            self._path(trial, old).unlink(missing_ok=True)
+            self._files[trial].discard(old)
 
     def drop_live(self, trial: int) -> None:
         """Forget the in-memory object after an interrupted evaluation: it may be half-trained."""
@@ -94,9 +90,8 @@ class StateStore:
         """The trial is decided: release its state everywhere."""
         self._live.pop(trial, None)
         self._disk.pop(trial, None)
-        if self.folder is not None:
-            for old in self.folder.glob(f"trial-{trial}-rung-*.state"):
-                old.unlink(missing_ok=True)
+        for rung in self._files.pop(trial, set()):
+            self._path(trial, rung).unlink(missing_ok=True)
 
     def restore(self, committed: dict[int, tuple[int, float]]) -> None:
         """After a restart: ``committed`` maps each live trial to the rung and budget of its saved state.
@@ -106,6 +101,7 @@ class StateStore:
         if self.folder is None:
             return
         self._disk = {t: v for t, v in committed.items() if self._path(t, v[0]).exists()}
+        self._files = {t: {rung} for t, (rung, _) in self._disk.items()}
         keep = {self._path(t, rung).name for t, (rung, _) in self._disk.items()}
         for path in self.folder.iterdir():
             if path.name not in keep:
