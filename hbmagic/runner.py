@@ -256,8 +256,9 @@ class Runner:
     def _send(self, event: Reported) -> None:
         """Reports from the runner's thread go out at once; from workers, through the queue."""
         if threading.current_thread() is self._thread:
-            self.bus.emit(event)
-            self._check_clock()  # an inline evaluation is cancelled at this report
+            with self._interrupts.critical():  # an interrupt lands after the observers, in report()
+                self.bus.emit(event)
+                self._check_clock()  # an inline evaluation is cancelled at this report
         else:
             self._inbox.put(("report", event))
 
