@@ -46,3 +46,12 @@ __all__ = [
     "tune",
     "uniform",
 ]
+
+
+def __getattr__(name: str):
+    # `%load_ext hbmagic` finds these; imported lazily so that `import hbmagic` does not load IPython's magics.
+    if name in ("load_ipython_extension", "unload_ipython_extension"):
+        from . import magic
+
+        return getattr(magic, name)
+    raise AttributeError(f"module 'hbmagic' has no attribute {name!r}")

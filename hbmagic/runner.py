@@ -16,6 +16,7 @@ import queue
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -121,6 +122,7 @@ class Runner:
         self._first_error = ""
         self._metric = options.metric
         self.names_error: MetricNameError | None = None
+        self._state_warned = False
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -297,6 +299,13 @@ class Runner:
         saved = False
         if outcome.status is EvalStatus.COMPLETED:
             saved = self.states.commit(job.trial, job.rung, job.budget, outcome.state, outcome.state_bytes)
+            if outcome.state_error and not self._state_warned:
+                self._state_warned = True
+                warnings.warn(
+                    f"hbmagic: {outcome.state_error}. A promoted trial restarts from budget 0 wherever its state "
+                    "must travel (worker processes, Dask, a kernel restart)",
+                    stacklevel=2,
+                )
         self.bus.emit(
             EvaluationEnded(
                 job.trial,

@@ -189,6 +189,7 @@ class Search:
             trials_per_device=options.trials_per_device,
             cluster=options.cluster,
         )
+        self.executor.prepare(objective)
         self.study: Study | None = None
         self.history: list[Event] = []
         seed = options.seed

@@ -35,6 +35,10 @@ class Executor(ABC):
     slots: tuple[Slot, ...]
     in_process: bool = True
 
+    def prepare(self, objective: Callable[[Any], Any]) -> None:
+        """Check, before anything runs or is shown, that this executor can take ``objective`` (OptionError if not)."""
+        return None  # in-process executors take any callable
+
     @abstractmethod
     def start(self, objective: Callable[[Any], Any], send: Callable[[Reported], None]) -> None:
         """Get ready to run ``objective``; called once before the first ``submit``."""

@@ -360,3 +360,15 @@ def test_resumed_result_has_the_whole_history(tmp_path):
     for trial in done_first:
         assert second.trials[trial.id].metrics.items() >= trial.metrics.items()
         assert second.trials[trial.id].evaluations[: len(trial.evaluations)] == trial.evaluations
+
+
+def test_a_state_that_cannot_be_saved_is_said_once_and_the_search_goes_on(tmp_path):
+    def objective(trial):
+        if not trial.state:
+            trial.state["gen"] = (i for i in range(3))  # generators cannot be pickled
+        return trial.config["lr"]
+
+    with pytest.warns(UserWarning, match="trial.state could not be saved") as caught:
+        result = tune(objective, SPACE, max_budget=9, seed=0, storage=tmp_path, study="g")
+    assert result.complete
+    assert sum("could not be saved" in str(w.message) for w in caught) == 1
