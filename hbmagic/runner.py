@@ -131,8 +131,8 @@ class Runner:
         self._thread = threading.current_thread()
         self._deadline = None if self.options.time_limit is None else self.clock() + self.options.time_limit
         with routed_output(), _Interrupts() as self._interrupts:
-            self.executor.start(self.objective, self._send)
             try:
+                self.executor.start(self.objective, self._send)
                 try:
                     self._loop()
                 except KeyboardInterrupt:

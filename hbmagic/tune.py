@@ -189,8 +189,25 @@ class Search:
             trials_per_device=options.trials_per_device,
             cluster=options.cluster,
         )
-        self.executor.prepare(objective)
         self.study: Study | None = None
+        self._started = False
+        try:
+            self.executor.prepare(objective)
+            self._open(objective, space, options, plan, key_source, label, journaled)
+        except BaseException:  # a cluster or workers started for this search must not outlive it
+            self.close()
+            raise
+
+    def _open(
+        self,
+        objective: Callable[[Any], Any],
+        space: Space,
+        options: Options,
+        plan: Plan,
+        key_source: str | None,
+        label: str | None,
+        journaled: bool | None,
+    ) -> None:
         self.history: list[Event] = []
         seed = options.seed
         if journaled is None:
@@ -242,6 +259,7 @@ class Search:
 
     def run(self, observers: Iterable[Observer] = ()) -> Result:
         """Run (or resume) the search; returns its Result, partial after an interrupt."""
+        self._started = True  # the runner shuts the executor down
         try:
             return self._run(list(observers))
         finally:
@@ -293,6 +311,9 @@ class Search:
         return result
 
     def close(self) -> None:
+        if not self._started:
+            self._started = True
+            self.executor.shutdown(wait=False)
         if self.study is not None:
             self.study.close()
 

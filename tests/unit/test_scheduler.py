@@ -71,10 +71,14 @@ def test_brackets_and_iterations_run_concurrently():
     assert nxt is not None and (nxt.iteration, nxt.bracket, nxt.rung) == (0, 4, 1)
 
 
-def test_ready_jobs_prefer_earlier_iterations_and_longer_chains():
+def test_ready_jobs_with_the_longest_tail_go_first():
+    # R=9: bracket s=2 (9 x 1, 3 x 3, 1 x 9) has 8 units left after its first rung, s=1 (5 x 3, 1 x 9)
+    # 6, s=0 (3 x 9) none, though its jobs are long (3/4 of 9 = 6.75 ranks above s=1's tail of 6).
     scheduler = SyncScheduler(make_plan(max_budget=9, eta=3, iterations=2), SPACE, seed=0)
-    jobs = [scheduler.next_job() for _ in range(3)]
-    assert all(j.iteration == 0 for j in jobs)
+    order = [(job.iteration, job.bracket) for job in iter(scheduler.next_job, None)]
+    assert order[:18] == [(0, 2)] * 9 + [(1, 2)] * 9
+    assert order[18:24] == [(0, 0)] * 3 + [(1, 0)] * 3
+    assert order[24:] == [(0, 1)] * 5 + [(1, 1)] * 5
 
 
 def test_nan_inf_and_failures_are_never_promoted():
