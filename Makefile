@@ -5,9 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The test environment pins torch's CPU build; torch stays an optional extra of the package.
 TORCH := torch==2.13.0
-FRONTEND := $(wildcard package.json package-lock.json)
+# The JupyterLab extension is built by the install (npm, through hatch-jupyter-builder) when these change.
+FRONTEND := $(wildcard package.json package-lock.json tsconfig.json labextension/src/*.ts labextension/style/*)
+# The browser tests drive Debian's Chromium through Python Playwright.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: test demo install-test install-demo lint format bench clean
+.PHONY: test demo install-test install-demo lint format bench bench-widget clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +27,11 @@ $(VENV)/.installed-demo: $(BIN)/python pyproject.toml $(FRONTEND)
 install-test: $(VENV)/.installed-test
 install-demo: $(VENV)/.installed-demo
 
-test: install-test
+# Installed only when missing (as root, from the Debian archive).
+$(CHROMIUM):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test: install-test $(CHROMIUM)
 	$(BIN)/python tests/phases.py
 
 demo: install-demo
@@ -40,6 +47,9 @@ format: install-test
 
 bench: install-test
 	$(BIN)/python benchmarks/overhead.py
+
+bench-widget: install-test $(CHROMIUM)
+	$(BIN)/python benchmarks/widget.py
 
 clean:
 	rm -rf $(VENV) build dist hbmagic/labextension labextension/lib node_modules tests/artifacts
