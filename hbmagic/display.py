@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from .events import Observer
+from .progress import TextProgress, in_jupyter_kernel
 
 __all__ = ["in_jupyter_kernel", "live_view"]
-
-
-def in_jupyter_kernel() -> bool:
-    """True inside a Jupyter kernel (where a front-end can show widgets), False in a terminal IPython."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def live_view(*, widget: bool = True) -> Observer:
@@ -24,6 +14,4 @@ def live_view(*, widget: bool = True) -> Observer:
         from .widget import HyperbandWidget
 
         return HyperbandWidget.live()
-    from .progress import TextProgress
-
     return TextProgress()

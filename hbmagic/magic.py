@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import keyword
 import re
 import shlex
@@ -124,18 +125,7 @@ _OPTION_STRINGS = tuple(
     )
 )
 
-_PLAN_NAMES = (
-    "max_budget",
-    "min_budget",
-    "eta",
-    "algorithm",
-    "convention",
-    "brackets",
-    "total_budget",
-    "n_configs",
-    "iterations",
-    "max_trials",
-)
+_PLAN_NAMES = tuple(inspect.signature(make_plan).parameters)  # the plan options, by their keyword names
 
 
 def _decorate(decorators: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:

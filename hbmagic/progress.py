@@ -31,7 +31,7 @@ from .events import (
 from .plan import Plan
 from .result import Result
 
-__all__ = ["TextProgress", "render"]
+__all__ = ["TextProgress", "in_jupyter_kernel", "render"]
 
 _MARKS = {"done": "✓", "running": "▸", "waiting": " "}
 
@@ -124,6 +124,15 @@ def render(plan: Plan, counts: _Counts, result: Result, elapsed: float, ended: s
     return lines
 
 
+def in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (where a front-end can show widgets), False in a terminal IPython."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 class TextProgress:
     """An observer that shows a search as compact text, updated in place.
 
@@ -145,8 +154,6 @@ class TextProgress:
         # Taken now, before a search routes sys.stdout to per-trial buffers.
         self.stream = stream if stream is not None else sys.stdout
         if kernel is None:
-            from .display import in_jupyter_kernel
-
             kernel = in_jupyter_kernel()
         self.kernel = kernel
         self.tty = not kernel and _isatty(self.stream)
