@@ -47,7 +47,19 @@ def planned_counts(**plan_options) -> dict[str, int]:
 
 
 def wait_for(page, script: str, arg=None, timeout: float = 90) -> None:
-    page.wait_for_function(script, arg=arg, timeout=timeout * 1000)
+    """Wait until ``script`` is true in the page; on a timeout, say what the board showed."""
+    try:
+        page.wait_for_function(script, arg=arg, timeout=timeout * 1000)
+    except Exception as err:
+        seen = page.evaluate(
+            """(root) => [...document.querySelectorAll(root)].map(r => ({
+                status: r.dataset.status,
+                live: r.closest('.hbm-output') ? r.closest('.hbm-output').dataset.live : null,
+                summary: (r.querySelector('.hbm-summary') || {}).innerText,
+            }))""",
+            ROOT,
+        )
+        raise AssertionError(f"timed out after {timeout} s waiting for {script}; the page showed {seen}") from err
 
 
 def final_cells(notebook) -> int:
