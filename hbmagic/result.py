@@ -6,13 +6,11 @@ search and of a journal replayed after a restart.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from .events import (
-    BracketDone,
     EndReason,
     EvalStatus,
     EvaluationEnded,
@@ -117,6 +115,7 @@ class Result:
         self.resumed = False
         self.elapsed = 0.0
         self._began: float | None = None
+        self._slots: dict[int, int] = {}  # trial -> the slot its running evaluation started on
 
     def __call__(self, event: Event) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
@@ -135,13 +134,15 @@ class Result:
     def _on_EvaluationStarted(self, e: EvaluationStarted) -> None:  # noqa: N802
         trial = self.trials[e.trial]
         trial.status, trial.rung = TrialStatus.RUNNING, e.rung
+        self._slots[e.trial] = e.slot
 
     def _on_Reported(self, e: Reported) -> None:  # noqa: N802
         self.trials[e.trial].metrics.setdefault(e.step, {}).update(e.metrics)
 
     def _on_EvaluationEnded(self, e: EvaluationEnded) -> None:  # noqa: N802
         trial = self.trials[e.trial]
-        trial.evaluations.append(EvaluationRecord(e.rung, e.budget, e.status, e.value, e.duration, None, e.error))
+        slot = self._slots.pop(e.trial, None)
+        trial.evaluations.append(EvaluationRecord(e.rung, e.budget, e.status, e.value, e.duration, slot, e.error))
         if e.output:
             trial.output += e.output
         if e.status is EvalStatus.COMPLETED:
@@ -166,9 +167,6 @@ class Result:
         self.reason, self.message = e.reason, e.message
         if self._began is not None:
             self.elapsed = e.at - self._began
-
-    def _on_BracketDone(self, e: BracketDone) -> None:  # noqa: N802
-        pass
 
     @property
     def best(self) -> Best | None:
@@ -265,7 +263,3 @@ class Result:
 
     def __repr__(self) -> str:
         return f"<hbmagic.Result {self.summary().splitlines()[0]}>"
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

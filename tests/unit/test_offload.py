@@ -41,7 +41,7 @@ def test_offload_keeps_the_search_correct_on_the_cpu():
             torch.manual_seed(trial.seed)
             state.update(trained_state())
         starts.append((trial.rung, trial.start, devices_in(state)))
-        return float(sum(p.sum() for p in state["model"].parameters())) + trial.config["x"]
+        return float(sum(p.detach().sum() for p in state["model"].parameters())) + trial.config["x"]
 
     result = tune(objective, {"x": "uniform(0, 1)"}, max_budget=9, seed=0, offload=True, executor="threads", workers=2)
     assert result.complete
