@@ -70,16 +70,18 @@ def routed_output() -> Iterator[None]:
                     sys.stderr = sys.stderr.target
 
 
-@contextmanager
-def capture_output() -> Iterator[io.StringIO]:
+class capture_output:  # noqa: N801 - used like a function: ``with capture_output() as buffer``
     """Send this thread's prints to a fresh buffer while the block runs."""
-    buffer = io.StringIO()
-    ident = threading.get_ident()
-    _buffers[ident] = buffer
-    try:
-        yield buffer
-    finally:
-        _buffers.pop(ident, None)
+
+    __slots__ = ("buffer", "ident")
+
+    def __enter__(self) -> io.StringIO:
+        self.buffer, self.ident = io.StringIO(), threading.get_ident()
+        _buffers[self.ident] = self.buffer
+        return self.buffer
+
+    def __exit__(self, *exc: object) -> None:
+        _buffers.pop(self.ident, None)
 
 
 def tail(buffer: io.StringIO) -> str:

@@ -17,9 +17,8 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +60,25 @@ class _Running:
     future: Future[Outcome] | None = None  # None until submit returned
 
 
+class _Critical:
+    """A critical section of ``_Interrupts`` (a class, not a generator: it runs several times per evaluation)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: _Interrupts):
+        self.owner = owner
+
+    def __enter__(self) -> None:
+        self.owner.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        owner = self.owner
+        owner.depth -= 1
+        if not owner.depth and owner.pending:
+            owner.pending = False
+            raise KeyboardInterrupt
+
+
 class _Interrupts:
     """Defers SIGINT while the runner is in a critical section (main thread only)."""
 
@@ -68,6 +86,7 @@ class _Interrupts:
         self.depth = 0
         self.pending = False
         self.installed = False
+        self._critical = _Critical(self)
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -86,16 +105,9 @@ class _Interrupts:
         else:
             raise KeyboardInterrupt
 
-    @contextmanager
-    def critical(self) -> Iterator[None]:
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending:
-                self.pending = False
-                raise KeyboardInterrupt
+    def critical(self) -> _Critical:
+        """``with interrupts.critical():`` an interrupt arriving inside waits for the block's end."""
+        return self._critical
 
 
 class Runner:

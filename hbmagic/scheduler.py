@@ -72,6 +72,7 @@ class Scheduler:
     def __init__(self, plan: Plan, space: Space, seed: int, mode: str = "min"):
         self.plan, self.space, self.seed, self.mode = plan, space, seed, mode
         self._outbox: list[Event] = []
+        self._configs: dict[int, dict[str, Any]] = {}  # sampled once per trial
         self._created: set[int] = set()
         self._running: set[tuple[int, int]] = set()
 
@@ -116,7 +117,10 @@ class Scheduler:
         return Job(trial, iteration, bracket.s, rung, bracket.rungs[rung].budget, previous, config, seed)
 
     def _config(self, trial: int) -> dict[str, Any]:
-        return self.space.config(self.seed, trial)
+        config = self._configs.get(trial)
+        if config is None:
+            config = self._configs[trial] = self.space.config(self.seed, trial)
+        return config
 
 
 class _RungState:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
+from IPython.testing import globalipapp
 
 
 @pytest.fixture(scope="session")
 def shell():
     """One real IPython shell for the whole session, with ``%load_ext hbmagic`` done."""
-    ip = get_ipython()
+    # The first start returns nothing; afterwards the module's get_ipython is the shell's own.
+    globalipapp.start_ipython()
+    ip = globalipapp.get_ipython()
     ip.run_line_magic("load_ext", "hbmagic")
     return ip
 

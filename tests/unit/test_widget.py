@@ -314,11 +314,11 @@ def test_live_view_is_the_widget_in_a_kernel_and_text_in_a_terminal(kernel):
     printed = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
     assert printed.strip() == "HyperbandWidget"
 
-    from IPython.testing.globalipapp import get_ipython
+    from IPython.testing import globalipapp
 
     from hbmagic.display import in_jupyter_kernel, live_view
 
-    get_ipython()
+    globalipapp.start_ipython()  # a terminal shell
     assert not in_jupyter_kernel()
     assert type(live_view()).__name__ == "TextProgress"
 
