@@ -230,26 +230,29 @@ class Runner:
 
     # -- starting evaluations --------------------------------------------------------------
 
-    def _fill(self) -> None:
+    def _free_slot(self) -> int | None:
         busy = {r.task.slot for r in self._running.values()}
-        for slot in self.executor.slots:
-            if slot.index in busy:
-                continue
+        return next((slot.index for slot in self.executor.slots if slot.index not in busy), None)
+
+    def _fill(self) -> None:
+        """Start evaluations on free slots while the scheduler has jobs; finish at once those already done."""
+        while self._stopping is None and (slot := self._free_slot()) is not None:
             with self._interrupts.critical():
                 job = self.scheduler.next_job()
                 self._emit_decisions()
                 if job is None:
                     return
-                task = self._task(job, slot.index)
-                self.bus.emit(EvaluationStarted(job.trial, job.rung, job.budget, task.start, slot.index, slot.device))
+                task = self._task(job, slot)
+                device = self.executor.slots[slot].device
+                self.bus.emit(EvaluationStarted(job.trial, job.rung, job.budget, task.start, slot, device))
                 self._running[task.key] = _Running(task, self.clock())
             future = self.executor.submit(task)  # inline: the evaluation runs here
             with self._interrupts.critical():
                 self._running[task.key].future = future
-                future.add_done_callback(lambda f, task=task: self._inbox.put(("done", (task, f))))
-            busy.add(slot.index)
-            if self._stopping is not None:
-                return
+                if future.done():
+                    self._finish((task, future))
+                else:
+                    future.add_done_callback(lambda f, task=task: self._inbox.put(("done", (task, f))))
 
     def _task(self, job: Job, slot: int) -> Task:
         device = self.executor.slots[slot].device
@@ -311,6 +314,7 @@ class Runner:
         saved = False
         if outcome.status is EvalStatus.COMPLETED:
             saved = self.states.commit(job.trial, job.rung, job.budget, outcome.state, outcome.state_bytes)
+            outcome.state = outcome.state_bytes = None  # the store holds it now; a lingering future must not
             if outcome.state_error and not self._state_warned:
                 self._state_warned = True
                 warnings.warn(
