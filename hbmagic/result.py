@@ -118,28 +118,28 @@ class Result:
         self._slots: dict[int, int] = {}  # trial -> the slot its running evaluation started on
 
     def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        handler = _HANDLERS.get(type(event))
         if handler is not None:
-            handler(event)
+            handler(self, event)
 
-    def _on_StudyStarted(self, e: StudyStarted) -> None:  # noqa: N802 - named after the event
+    def _study_started(self, e: StudyStarted) -> None:
         self.study, self.plan, self.metric, self.mode, self.seed = e.study, e.plan, e.metric, e.mode, e.seed
         self.reused, self.resumed = e.reused, e.resumed
         self.reason = None
         self._began = e.at
 
-    def _on_TrialCreated(self, e: TrialCreated) -> None:  # noqa: N802
+    def _trial_created(self, e: TrialCreated) -> None:
         self.trials.setdefault(e.trial, TrialRecord(e.trial, e.iteration, e.bracket, e.config, e.seed))
 
-    def _on_EvaluationStarted(self, e: EvaluationStarted) -> None:  # noqa: N802
+    def _evaluation_started(self, e: EvaluationStarted) -> None:
         trial = self.trials[e.trial]
         trial.status, trial.rung = TrialStatus.RUNNING, e.rung
         self._slots[e.trial] = e.slot
 
-    def _on_Reported(self, e: Reported) -> None:  # noqa: N802
+    def _reported(self, e: Reported) -> None:
         self.trials[e.trial].metrics.setdefault(e.step, {}).update(e.metrics)
 
-    def _on_EvaluationEnded(self, e: EvaluationEnded) -> None:  # noqa: N802
+    def _evaluation_ended(self, e: EvaluationEnded) -> None:
         trial = self.trials[e.trial]
         slot = self._slots.pop(e.trial, None)
         trial.evaluations.append(EvaluationRecord(e.rung, e.budget, e.status, e.value, e.duration, slot, e.error))
@@ -154,16 +154,16 @@ class Result:
         else:
             trial.status = TrialStatus.PENDING
 
-    def _on_TrialPromoted(self, e: TrialPromoted) -> None:  # noqa: N802
+    def _trial_promoted(self, e: TrialPromoted) -> None:
         self.trials[e.trial].status = TrialStatus.PROMOTED
 
-    def _on_TrialStopped(self, e: TrialStopped) -> None:  # noqa: N802
+    def _trial_stopped(self, e: TrialStopped) -> None:
         trial = self.trials[e.trial]
         trial.status = TrialStatus.STOPPED
         cutoff = "nothing was promoted" if e.cutoff is None else f"cutoff {_short(e.cutoff)}"
         trial.stop_reason = f"rank {e.rank} of {e.of} at rung {e.rung} ({cutoff})"
 
-    def _on_StudyEnded(self, e: StudyEnded) -> None:  # noqa: N802
+    def _study_ended(self, e: StudyEnded) -> None:
         self.reason, self.message = e.reason, e.message
         if self._began is not None:
             self.elapsed = e.at - self._began
@@ -263,3 +263,15 @@ class Result:
 
     def __repr__(self) -> str:
         return f"<hbmagic.Result {self.summary().splitlines()[0]}>"
+
+
+_HANDLERS = {
+    StudyStarted: Result._study_started,
+    TrialCreated: Result._trial_created,
+    EvaluationStarted: Result._evaluation_started,
+    Reported: Result._reported,
+    EvaluationEnded: Result._evaluation_ended,
+    TrialPromoted: Result._trial_promoted,
+    TrialStopped: Result._trial_stopped,
+    StudyEnded: Result._study_ended,
+}

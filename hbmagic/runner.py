@@ -135,6 +135,7 @@ class Runner:
         self._metric = options.metric
         self.names_error: MetricNameError | None = None
         self._state_warned = False
+        self._last_rungs = {b.s: len(b.rungs) - 1 for b in scheduler.plan.brackets}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -345,8 +346,7 @@ class Runner:
         self._count(outcome)
 
     def _last_rung(self, job: Job) -> int:
-        bracket = next(b for b in self.scheduler.plan.brackets if b.s == job.bracket)
-        return len(bracket.rungs) - 1
+        return self._last_rungs[job.bracket]
 
     def _end_interrupted(self, task: Task, reason: str, outcome: Outcome | None = None) -> None:
         self._running.pop(task.key, None)
