@@ -14,22 +14,19 @@ Run: .venv/bin/python benchmarks/widget.py   (or make bench-widget)
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "browser"))
+from labserver import CHROMIUM, running_lab
+
 RUNS = 5
-CHROMIUM = os.environ.get("HBMAGIC_CHROMIUM", "/usr/bin/chromium")
 SEARCH = "--max-budget 81 --eta 3 --iterations 25 --executor inline --metric loss --seed 1 --new"
 PAUSE = 4.0  # seconds before each run: the previous run's last widget updates go out first
 
@@ -46,87 +43,37 @@ def cell(mode: str, run: int) -> str:
     )
 
 
-def start_lab(root: Path) -> tuple[subprocess.Popen, str]:
-    settings = root.parent / "settings"
-    target = settings / "@jupyterlab" / "apputils-extension"
-    target.mkdir(parents=True)
-    (target / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(
-        os.environ,
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=tempfile.mkdtemp(),
-        HBMAGIC_DIR=str(root.parent / "studies"),
-    )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--ServerApp.root_dir={root}",
-            "--ServerApp.allow_root=True",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            "--LabApp.expose_app_in_browser=True",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=2):
-                return server, url
-        except OSError:
-            time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("JupyterLab did not start")
-
-
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
     modes = [mode for _ in range(RUNS) for mode in ("widget", "text")]
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder) / "root"
-        root.mkdir()
+    with tempfile.TemporaryDirectory() as folder, running_lab(Path(folder)) as (url, root):
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell("%load_ext hbmagic")]
         nb.cells += [nbformat.v4.new_code_cell(cell(mode, i)) for i, mode in enumerate(modes)]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, root / "bench.ipynb")
-        server, url = start_lab(root)
-        try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM)
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.on("dialog", lambda dialog: dialog.accept())
-                page.goto(f"{url}/lab/workspaces/bench/tree/bench.ipynb?reset")
-                page.wait_for_function(
-                    """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                        const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                        return k && k.status === 'idle'; }""",
-                    timeout=120_000,
-                )
-                began = time.perf_counter()
-                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-                total = time.perf_counter() - began
-                outputs = page.evaluate(
-                    """() => Array.from(window.jupyterapp.shell.currentWidget.content.model.cells).map(c =>
-                        c.type === 'code' ? c.toJSON().outputs.filter(o => o.output_type === 'stream')
-                            .map(o => Array.isArray(o.text) ? o.text.join('') : o.text).join('') : '')"""
-                )
-                boards = page.evaluate("() => [...document.querySelectorAll('.hbm-root')].map(r => r.dataset.status)")
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(f"{url}/lab/workspaces/bench/tree/bench.ipynb?reset")
+            page.wait_for_function(
+                """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                    return k && k.status === 'idle'; }""",
+                timeout=120_000,
+            )
+            began = time.perf_counter()
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            total = time.perf_counter() - began
+            outputs = page.evaluate(
+                """() => Array.from(window.jupyterapp.shell.currentWidget.content.model.cells).map(c =>
+                    c.type === 'code' ? c.toJSON().outputs.filter(o => o.output_type === 'stream')
+                        .map(o => Array.isArray(o.text) ? o.text.join('') : o.text).join('') : '')"""
+            )
+            boards = page.evaluate("() => [...document.querySelectorAll('.hbm-root')].map(r => r.dataset.status)")
+            browser.close()
     walls: dict[str, list[float]] = {"widget": [], "text": []}
     for text in outputs:
         found = re.search(r"WALL (widget|text) ([\d.]+)", text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
+import keyword
 import math
 import random
 import re
@@ -411,8 +412,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 def check_name(name: str, where: str) -> str:
     """Return ``name`` if it can name a hyperparameter, else raise SpaceError."""
-    import keyword
-
     if not _IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise SpaceError(f"{where}: {name!r} is not a valid name; a hyperparameter name is a Python identifier")
     return name

@@ -7,41 +7,19 @@ Python Playwright. Screenshots go to ``tests/artifacts/``.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from labserver import CHROMIUM, running_lab
 
-CHROMIUM = os.environ.get("HBMAGIC_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 WIDTH, HEIGHT = 1280, 900
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _settings(folder: Path) -> None:
-    """No news popup, no update check: nothing covers the screenshots."""
-    target = folder / "@jupyterlab" / "apputils-extension"
-    target.mkdir(parents=True)
-    (target / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
 
 
 class Lab:
@@ -64,58 +42,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is missing at {CHROMIUM}: `make test` installs it (apt-get install chromium)")
     base = tmp_path_factory.mktemp("lab")
-    root, settings, workspaces, studies = (base / n for n in ("root", "settings", "workspaces", "studies"))
-    for folder in (root, workspaces, studies):
-        folder.mkdir()
-    _settings(settings)
-    port = _free_port()
-    env = dict(
-        os.environ,
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
-        HBMAGIC_DIR=str(studies),
-    )
-    log = open(base / "lab.log", "w")  # noqa: SIM115 - closed below, after the server stops
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--ServerApp.root_dir={root}",
-            "--ServerApp.allow_root=True",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True",
-            "--LabApp.expose_app_in_browser=True",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("JupyterLab did not start:\n" + (base / "lab.log").read_text()[-4000:])
-                time.sleep(0.3)
-        yield Lab(url, root)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        with running_lab(base) as (url, root):
+            yield Lab(url, root)
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,21 @@ def worker_pids(client, on_error: str = "raise") -> dict[str, int]:
     return client.run(os.getpid, on_error=on_error)
 
 
+def kill_when_written(marker) -> tuple[list[int], threading.Thread]:
+    """A thread that SIGKILLs the worker process whose id appears in ``marker``; the list gets its id."""
+    killed: list[int] = []
+
+    def kill() -> None:
+        pid = int(wait_for_file(marker))
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    return killed, killer
+
+
 def wait_for_replacements(client, gone: set[int], timeout: float = 60) -> dict[str, int]:
     """Until the cluster again has WORKERS workers, none of them one of the ``gone`` processes."""
     deadline = time.monotonic() + timeout
@@ -361,16 +376,7 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_the_search_goes_on(dask_c
         time.sleep(0.05)
         return loss(trial.config, trial.budget)
 
-    killed: list[int] = []
-
-    def kill() -> None:
-        pid = int(wait_for_file(marker))
-        time.sleep(0.3)
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    killer = threading.Thread(target=kill, daemon=True)
-    killer.start()
+    killed, killer = kill_when_written(marker)
     events = Events()
     result = hbmagic.tune(objective, SPACE, max_budget=3, eta=3, seed=7, executor=dask_client, observers=[events])
     killer.join(5)
@@ -403,16 +409,7 @@ def test_an_evaluation_whose_only_worker_dies_runs_again_on_its_replacement(tmp_
                     trial.report(loss=1.0, step=step / 1000)
         trial.report(loss=loss(trial.config, trial.budget), pid=os.getpid())
 
-    killed: list[int] = []
-
-    def kill() -> None:
-        pid = int(wait_for_file(marker))
-        time.sleep(0.3)
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    killer = threading.Thread(target=kill, daemon=True)
-    killer.start()
+    killed, killer = kill_when_written(marker)
     result = hbmagic.tune(objective, SPACE, max_budget=3, eta=3, seed=16, metric="loss", executor="dask", workers=1)
     killer.join(5)
     assert killed
