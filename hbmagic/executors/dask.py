@@ -14,8 +14,12 @@ travel, and why:
   costs a scheduler round trip per report; pub/sub is experimental.)
 - A cancellation is a function run on the workers (``Client.run``), which
   marks the evaluation in the plugin; ``report`` reads that mark locally.
-- ``trial.state`` travels as bytes in the task, so an evaluation the
-  scheduler retries on another worker still has it.
+- ``trial.state`` travels as bytes, scattered to the evaluation's worker
+  beside the task rather than inside it: a task is part of the graph the
+  scheduler keeps, and a model's state would make every such task large (Dask
+  warns about each one). The client keeps the bytes, so should that worker die
+  and the scattered copy go with it, the evaluation is submitted again with a
+  new copy, counted as a death like any other.
 - A worker that dies mid-evaluation: the scheduler retries the evaluation on
   another worker as its ``distributed.scheduler.allowed-failures`` allows, then
   gives up (``KilledWorker``); the evaluation then fails, the search goes on.
@@ -84,9 +88,10 @@ class _Objective(WorkerPlugin):
         self.payload = None  # the loaded objective is what is kept
 
 
-def _run_on_worker(plugin: str, topic: str, ident: str, task: Task) -> tuple[Outcome, str]:
+def _run_on_worker(plugin: str, topic: str, ident: str, task: Task, state: bytes | None) -> tuple[Outcome, str]:
     """The task Dask runs: one evaluation, its reports sent as worker events; returns (outcome, worker address)."""
     worker = get_worker()
+    task = dataclasses.replace(task, state=state)
     loader: _Objective | None = worker.plugins.get(plugin)  # type: ignore[assignment]
     if loader is None or loader.objective is None:
         error = loader.error if loader is not None else f"the objective never reached Dask worker {worker.address}"
@@ -146,6 +151,7 @@ class _Submitted:
     dask_future: Any
     address: str  # the worker it was bound to
     deaths: int = 0  # workers that died under it before it was submitted again
+    state: Any = None  # the Dask future of its scattered state
 
 
 def _default_workers() -> int:
@@ -342,17 +348,23 @@ class DaskExecutor(Executor):
             address, _, local = self._bindings[task.slot]
             self._count += 1
             ident = f"{self._token}-{self._count}"
+        state = None
+        if task.state is not None:
+            where = None if self._stale else [address]  # its worker may be gone: then any worker holds it
+            state = self.client.scatter(task.state, workers=where, hash=False, timeout=CONNECT_TIMEOUT)
+        with self._lock:
             dask_future = self.client.submit(
                 _run_on_worker,
                 self._plugin,
                 self._topic,
                 ident,
-                dataclasses.replace(task, device=local),
+                dataclasses.replace(task, device=local, state=None),
+                state,
                 key=f"hbmagic-trial-{task.job.trial}-rung-{task.job.rung}-{ident}",
                 workers=[address],
                 allow_other_workers=True,  # should its worker die, the retry may run on any other
             )
-            self._submitted[ident] = _Submitted(task, future, dask_future, address, deaths)
+            self._submitted[ident] = _Submitted(task, future, dask_future, address, deaths, state)
             self._by_task[task.key] = ident
         dask_future.add_done_callback(lambda f, ident=ident: self._done(ident, f))
 
@@ -379,6 +391,12 @@ class DaskExecutor(Executor):
                 EvalStatus.FAILED, {}, error=_killed(tries, self._allowed_failures, err.last_worker.address)
             )
         except BaseException as err:
+            if dask_future.status == "cancelled" and entry.state is not None and not self._closed:
+                # Not cancelled here (that forgets the entry first): its worker died with the state's copy.
+                self._stale = True
+                with contextlib.suppress(RuntimeError):  # the executor shut down meanwhile
+                    self._background.submit(self._launch_again, entry, entry.deaths + 1)
+                return
             if dask_future.status == "cancelled":
                 outcome = Outcome(EvalStatus.INTERRUPTED, {}, reason="stop")
             else:
@@ -415,15 +433,25 @@ class DaskExecutor(Executor):
             if ident is None or self._forget(ident) is not entry:
                 continue
             entry.dask_future.cancel()
-            deaths += entry.deaths
-            if deaths > self._allowed_failures:
-                error = _killed(deaths, self._allowed_failures, entry.address)
-                entry.future.set_result(Outcome(EvalStatus.FAILED, {}, error=error))
-            else:
-                self._launch(entry.task, entry.future, deaths)
+            self._launch_again(entry, deaths + entry.deaths)
         again = threading.Timer(1.0, self._request_recovery)
         again.daemon = True
         again.start()
+
+    def _launch_again(self, entry: _Submitted, deaths: int) -> None:
+        """Submit again an evaluation whose worker died under it, unless the cluster allows no more deaths."""
+        if deaths > self._allowed_failures:
+            error = _killed(deaths, self._allowed_failures, entry.address)
+            entry.future.set_result(Outcome(EvalStatus.FAILED, {}, error=error))
+            return
+        try:
+            if self._stale:
+                self._rebind()
+            self._launch(entry.task, entry.future, deaths)
+        except Exception as err:  # no worker took its state in time, or the cluster is closing
+            error = f"the Dask cluster could not run this evaluation again: {_describe(err)}"
+            if not entry.future.done():
+                entry.future.set_result(Outcome(EvalStatus.FAILED, {}, error=error))
 
     def _request_recovery(self) -> None:
         with contextlib.suppress(RuntimeError):  # the executor shut down meanwhile

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import cloudpickle
@@ -335,6 +336,55 @@ def test_trial_state_crosses_workers_as_bytes(dask_client):
     while len(reports) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [(r.trial, r.rung, r.step) for r in reports] == [(0, 0, 1), (0, 1, 2)]
+
+
+def grow_state(trial):
+    """Appends this evaluation's process id to a large state; reports the state's size and the ids so far."""
+    state = trial.state
+    if not state:
+        state["blob"] = os.urandom(1 << 20) * 24  # 24 MiB: a model's weights
+        state["pids"] = []
+    if trial.rung == 1 and not MARKER.exists():  # the first try of the resumed evaluation: its worker is killed
+        MARKER.write_text(str(os.getpid()))
+        time.sleep(30)
+    state["pids"].append(os.getpid())
+    trial.report(loss=float(len(state["pids"])), size=len(state["blob"]), digest=hash(state["blob"]) % 10**9)
+
+
+MARKER = Path(tempfile.gettempdir()) / f"hbmagic-dask-state-{os.getpid()}.pid"
+
+
+def test_a_large_state_travels_beside_the_task_and_survives_its_worker_dying(dask_client):
+    """A 24 MiB state is scattered to the worker, not put in the task graph (Dask would warn of a large graph).
+
+    Its worker is killed mid-evaluation, taking the scattered copy with it: the
+    evaluation runs again, from the client's bytes, and gets the same state.
+    """
+    MARKER.unlink(missing_ok=True)
+    executor = DaskExecutor(dask_client)
+    executor.start(grow_state, lambda event: None)
+    killed, killer = kill_when_written(MARKER)
+    try:
+        config = {"x": 0.5, "width": 8}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = Task(Job(0, 0, 1, 0, 1, 0, config, 11), 0, None, 0, "cpu", "loss", want_bytes=True)
+            one = executor.submit(first).result(timeout=60)
+            assert one.status is EvalStatus.COMPLETED, one.error
+            second = Task(Job(0, 0, 1, 1, 3, 1, config, 11), 1, one.state_bytes, 0, "cpu", "loss", want_bytes=True)
+            two = executor.submit(second).result(timeout=90)
+        killer.join(5)
+    finally:
+        executor.shutdown()
+        MARKER.unlink(missing_ok=True)
+    assert len(one.state_bytes) > 24 << 20
+    assert not [w for w in caught if "large graph" in str(w.message)], [str(w.message) for w in caught]
+    assert killed, "the worker was killed"
+    assert two.status is EvalStatus.COMPLETED, two.error
+    assert two.metrics["size"] == one.metrics["size"] == 24 << 20
+    assert two.metrics["digest"] == one.metrics["digest"]  # the same bytes
+    assert two.metrics["loss"] == 2.0  # the state came from the first evaluation, not from the killed try
+    wait_for_replacements(dask_client, set(killed))
 
 
 def test_promoted_trials_resume_from_their_state_in_a_search(dask_client):
