@@ -25,6 +25,7 @@ from .events import (
     Event,
     Reported,
     RungDone,
+    SlotAdded,
     StudyEnded,
     StudyStarted,
     TrialCreated,
@@ -200,6 +201,14 @@ class Board:
         self.lanes = [_lane(label, label.rsplit(" #", 1)[0]) for label in e.slots]
         self.status = "running"
         self.started = e.at
+        self._layout = self._lanes = self._summary = True
+
+    def _slot_added(self, e: SlotAdded) -> None:
+        while len(self.lanes) <= e.slot:
+            self.lanes.append(_lane(f"{e.device} #{len(self.lanes)}", e.device))
+        self.lanes[e.slot].update(label=e.label, device=e.device)
+        if self.info:
+            self.info["slots"] = [lane["label"] for lane in self.lanes]
         self._layout = self._lanes = self._summary = True
 
     def _created(self, e: TrialCreated) -> None:
@@ -507,6 +516,7 @@ def _pop(ordered: dict[str, None], limit: int) -> list[str]:
 
 _HANDLERS = {
     StudyStarted: Board._started,
+    SlotAdded: Board._slot_added,
     TrialCreated: Board._created,
     EvaluationStarted: Board._evaluation_started,
     Reported: Board._reported_event,

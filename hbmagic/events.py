@@ -29,6 +29,7 @@ __all__ = [
     "Observer",
     "Reported",
     "RungDone",
+    "SlotAdded",
     "StudyEnded",
     "StudyStarted",
     "TrialCreated",
@@ -84,6 +85,15 @@ class TrialCreated(Event):
     bracket: int
     config: dict[str, Any]
     seed: int
+
+
+@dataclass(frozen=True)
+class SlotAdded(Event):
+    """A slot the executor gained while the search ran (a Dask worker that joined): one more lane."""
+
+    slot: int
+    device: str
+    label: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ _TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         StudyStarted,
+        SlotAdded,
         TrialCreated,
         EvaluationStarted,
         Reported,

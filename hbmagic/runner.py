@@ -32,6 +32,7 @@ from .events import (
     EvaluationStarted,
     EventBus,
     Reported,
+    SlotAdded,
     TrialStopped,
 )
 from .executors.base import Executor
@@ -136,6 +137,7 @@ class Runner:
         self.names_error: MetricNameError | None = None
         self._state_warned = False
         self._last_rungs = {b.s: len(b.rungs) - 1 for b in scheduler.plan.brackets}
+        self._announced = len(executor.slots)  # the slots StudyStarted names
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -237,6 +239,10 @@ class Runner:
 
     def _fill(self) -> None:
         """Start evaluations on free slots while the scheduler has jobs; finish at once those already done."""
+        slots = self.executor.slots
+        for slot in slots[self._announced :]:  # the executor gained slots (a Dask worker joined)
+            self.bus.emit(SlotAdded(slot.index, slot.device, slot.label))
+        self._announced = len(slots)
         while self._stopping is None and (slot := self._free_slot()) is not None:
             with self._interrupts.critical():
                 job = self.scheduler.next_job()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import OptionError, SearchFailed
-from .events import EndReason, Event, EventBus, Observer, StudyEnded, StudyStarted, TrialStopped
+from .events import EndReason, Event, EventBus, Observer, SlotAdded, StudyEnded, StudyStarted, TrialStopped
 from .executors import make_executor
 from .options import Options
 from .plan import Plan
@@ -330,7 +330,7 @@ def _replay_into(history: list[Event], recomputed: list[Event], watchers: list[O
     Returns the trials those lost decisions stopped.
     """
     for event in history:
-        if not isinstance(event, StudyStarted | StudyEnded):
+        if not isinstance(event, StudyStarted | SlotAdded | StudyEnded):  # a past run's, not this one's
             for watcher in watchers:
                 watcher(event)
     known = {_decision_key(e) for e in history}

@@ -211,7 +211,10 @@ class DaskExecutor(Executor):
             raise OptionError(
                 f"the Dask cluster at {client.scheduler.address} has no worker after {WORKERS_TIMEOUT} s ({err})"
             ) from None
-        self.slots, self._bindings = self._discover(max_slots)
+        self._max_slots = max_slots
+        self.slots: tuple[Slot, ...] = ()
+        self._bindings: list[tuple[str, str, str]] = []  # slot -> (worker address, worker name, device it sees)
+        self._add_slots(self._workers())
 
     @classmethod
     def connect(cls, address: str | None = None, *, workers: int | None = None) -> DaskExecutor:
@@ -252,26 +255,31 @@ class DaskExecutor(Executor):
     def _workers(self) -> dict[str, dict[str, Any]]:
         return dict(self.client.scheduler_info(n_workers=-1)["workers"])
 
-    def _discover(self, max_slots: int | None) -> tuple[tuple[Slot, ...], list[tuple[str, str, str]]]:
-        workers = self._workers()
-        probes = self.client.run(_probe, on_error="ignore")
-        slots: list[Slot] = []
-        bindings: list[tuple[str, str, str]] = []  # slot -> (worker address, worker name, device the body sees)
-        for address in sorted(workers, key=lambda a: (str(workers[a].get("name", a)), a)):
-            info = workers[address]
-            name = str(info.get("name", address))
-            probe = probes.get(address, {"visible": None, "gpus": []})
-            for thread, (real, local) in enumerate(_devices(probe, int(info.get("nthreads", 1)))):
-                if max_slots is not None and len(slots) >= max_slots:
-                    break
-                label = f"{real} worker {name} #{thread}" if name != address else f"{real} {address} #{thread}"
-                slots.append(Slot(len(slots), real, label))
-                bindings.append((address, name, local))
-        return tuple(slots), bindings
+    def _add_slots(self, workers: dict[str, dict[str, Any]]) -> None:
+        """Append a slot for each thread of ``workers`` (none of them bound yet), up to ``max_slots`` in all."""
+        probes = self.client.run(_probe, workers=list(workers), on_error="ignore") if workers else {}
+        with self._lock:
+            bound = {address for address, _, _ in self._bindings}
+            slots = list(self.slots)
+            for address in sorted(workers, key=lambda a: (str(workers[a].get("name", a)), a)):
+                if address in bound:  # another look added it meanwhile
+                    continue
+                info = workers[address]
+                name = str(info.get("name", address))
+                probe = probes.get(address, {"visible": None, "gpus": []})
+                for thread, (real, local) in enumerate(_devices(probe, int(info.get("nthreads", 1)))):
+                    if self._max_slots is not None and len(slots) >= self._max_slots:
+                        break
+                    label = f"{real} worker {name} #{thread}" if name != address else f"{real} {address} #{thread}"
+                    self._bindings.append((address, name, local))  # before the slot is seen
+                    slots.append(Slot(len(slots), real, label))
+            self.slots = tuple(slots)
 
     def _rebind(self) -> set[str]:
         """Bind the slots of workers that left to their replacements (same name), else to free threads.
 
+        A worker that joined as no one's replacement (a cluster scaled up) adds
+        slots: the runner sees them at once and the widget gets a lane for each.
         Returns the addresses of the workers alive now.
         """
         workers = self._workers()
@@ -293,6 +301,14 @@ class DaskExecutor(Executor):
                     continue
                 spare[target] -= 1
                 self._bindings[index] = (target, name, local)
+            names = {name for _, name, _ in self._bindings}
+            joined = {
+                a: info
+                for a, info in workers.items()
+                if spare[a] == int(info.get("nthreads", 1)) and str(info.get("name", a)) not in names
+            }
+        if joined and not self._stale:
+            self._add_slots(joined)
         return set(workers)
 
     # -- the Executor interface ----------------------------------------------------------

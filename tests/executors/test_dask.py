@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 import hbmagic
+from hbmagic.board import Board
 from hbmagic.evaluate import Task
 from hbmagic.events import (
     BracketDone,
@@ -30,6 +31,7 @@ from hbmagic.events import (
     EvaluationStarted,
     Reported,
     RungDone,
+    SlotAdded,
     StudyStarted,
     TrialCreated,
     TrialPromoted,
@@ -144,6 +146,58 @@ def test_tune_with_a_client_runs_on_the_workers_with_one_lane_per_thread_and_liv
     best = min(result.trials.values(), key=lambda t: (t.budget != 9, t.value))
     assert result.best.trial == best.id
     assert result.best.value == pytest.approx(loss(best.config, 9))
+
+
+def test_a_worker_that_joins_mid_search_gets_a_lane_and_takes_evaluations():
+    """A cluster scaled up while a search runs: the new worker's thread becomes a slot, a lane, and busy."""
+    from distributed import Client, LocalCluster
+
+    def objective(trial):
+        time.sleep(0.3)
+        trial.report(loss=loss(trial.config, trial.budget), pid=os.getpid())
+
+    events = Events()
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        first = set(worker_pids(client).values())
+
+        def scale_up_after_the_first_evaluation() -> None:
+            deadline = time.monotonic() + 30
+            while not events.of(EvaluationEnded) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cluster.scale(2)
+
+        scaler = threading.Thread(target=scale_up_after_the_first_evaluation, daemon=True)
+        scaler.start()
+        board = Board()
+        result = hbmagic.tune(
+            objective,
+            SPACE,
+            max_budget=9,
+            eta=3,
+            seed=3,
+            metric="loss",
+            executor=client,
+            observers=[events, board.apply],
+        )
+        scaler.join(5)
+        second = set(worker_pids(client).values()) - first
+
+    assert result.reason is EndReason.COMPLETED and result.failures == 0 and result.evaluations == 22
+    (started,) = events.of(StudyStarted)
+    assert len(started.slots) == 1
+    (added,) = events.of(SlotAdded)
+    assert added.slot == 1 and added.device == "cpu" and "worker" in added.label
+    on_new = [e for e in events.of(EvaluationStarted) if e.slot == 1]
+    assert on_new and all(e.at >= added.at for e in on_new)
+    ran_in = {e.metrics["pid"] for e in events.of(Reported)}
+    assert len(second) == 1 and second <= ran_in and first <= ran_in  # both workers trained trials
+    assert [lane["label"] for lane in board.lanes] == [started.slots[0], added.label]
+    assert board.info["slots"] == [started.slots[0], added.label]
 
 
 def test_cluster_option_connects_to_an_address_and_closes_its_own_client(dask_client, dask_cluster):

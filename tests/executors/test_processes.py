@@ -45,11 +45,11 @@ def wait_until(condition, timeout: float = 20.0, what: str = "condition") -> Non
 
 
 def gone(pid: int) -> bool:
-    """The process has ended and been reaped."""
+    """The process has ended: a zombie, or reaped already."""
     try:
         with open(f"/proc/{pid}/stat") as file:
             return file.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before the open, or between it and the read
         return True
 
 
