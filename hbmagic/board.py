@@ -123,6 +123,8 @@ class Board:
         self._planned_evaluations: int | None = None
         self._planned_resource: float | None = None
         self._asha = False
+        self._asha_trials: int | None = None  # ASHA's max_trials: what its time left is estimated from
+        self._eta = 3
         self._budgets: dict[int, list[float]] = {}  # bracket s -> its rung budgets
         self._offset: dict[tuple[int, int], int] = {}  # (iteration, s) -> first trial id (synchronous plans)
         self._next: dict[tuple[int, int, int], int] = {}  # (iteration, s, rung) -> next free index
@@ -155,6 +157,7 @@ class Board:
         self.reset()
         plan = e.plan
         self._asha = plan.algorithm is Algorithm.ASHA
+        self._asha_trials, self._eta = (plan.max_trials if self._asha else None), plan.eta
         self._budgets = {b.s: [r.budget for r in b.rungs] for b in plan.brackets}
         iterations = 1 if self._asha else plan.iterations
         rows = []
@@ -400,13 +403,35 @@ class Board:
         info = self.trials.get(str(trial), {})
         return {"trial": trial, "value": value, "budget": budget, "config": info.get("c", {}), "key": info.get("k")}
 
+    @property
+    def expected_resource(self) -> float | None:
+        """The resource the whole search trains: the plan's, or for ASHA with ``max_trials`` an estimate.
+
+        ASHA's promotions are not planned. Its estimate takes ``max_trials`` trials
+        at the first rung and 1/eta of those that reach a rung at the next, but never
+        fewer than have already reached it; it grows as ASHA promotes more than that.
+        Without ``max_trials`` (a time limit ends ASHA) there is none.
+        """
+        if not self._asha:
+            return self._planned_resource
+        if not self._asha_trials or not self._budgets:
+            return None
+        ((s, budgets),) = self._budgets.items()
+        expected, previous, total = float(self._asha_trials), 0.0, 0.0
+        for rung, budget in enumerate(budgets):
+            expected = max(expected, self._next.get((0, s, rung), 0))  # trials placed at this rung so far
+            total += expected * (budget - previous)
+            expected, previous = expected / self._eta, budget
+        return total
+
     def summary(self, now: float) -> dict[str, Any]:
         """Counts against the plan, elapsed, an estimate of the time left, and the best so far."""
         end = self.ended if self.ended is not None else now
         elapsed = max(0.0, end - self.started) if self.started else 0.0
         eta = None
-        if self.status == "running" and self._planned_resource and self._resource_now > 0 and elapsed > 0:
-            left = max(0.0, self._planned_resource - self.resource)
+        planned = self.expected_resource
+        if self.status == "running" and planned and self._resource_now > 0 and elapsed > 0:
+            left = max(0.0, planned - self.resource)
             eta = left * elapsed / self._resource_now
         return {
             "status": self.status,

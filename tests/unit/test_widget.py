@@ -7,6 +7,7 @@ big, and the outputs a saved notebook, nbconvert and a terminal show.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
 import hbmagic
+from hbmagic.board import Board
 from hbmagic.board_html import render_html, render_text
 from hbmagic.widget import MODULE_NAME, MODULE_VERSION, SEARCH_MIME, WIDGET_MIME, GpuStats, HyperbandWidget
 
@@ -191,6 +193,43 @@ def test_a_resumed_study_shows_what_it_reused_and_ends_complete(tmp_path):
     assert (second.info["resumed"], second.info["reused"]) == (True, 9)
     assert second.summary["evaluations"] == 69 and second.summary["resource"] == 357
     assert {c["s"] for c in second.cells.values()} <= FINAL and len(second.cells) == 69
+
+
+def test_time_left_is_estimated_for_asha_from_max_trials():
+    events = []
+    hbmagic.tune(
+        objective, SPACE, max_budget=27, eta=3, seed=7, algorithm="asha", max_trials=30, observers=[events.append]
+    )
+    ended = [i for i, e in enumerate(events) if type(e).__name__ == "EvaluationEnded"]
+    board = Board()
+    estimates, lefts = [], []
+    for index, event in enumerate(events):
+        board.apply(event)
+        if index in ended[:-1]:
+            estimates.append(board.expected_resource)
+            lefts.append(board.summary(now=event.at + 1.0)["eta"])
+    trained = board.resource
+    # rungs 1, 3, 9, 27: 30 trials, 10 promoted to 3, 3.33 to 9, 1.11 to 27
+    assert estimates[0] == pytest.approx(30 * 1 + 10 * 2 + 30 / 9 * 6 + 30 / 27 * 18)
+    assert all(b >= a for a, b in itertools.pairwise(estimates))  # it only grows as ASHA promotes more
+    assert all(left is not None and left >= 0 for left in lefts) and lefts[0] > lefts[-1]
+    assert 0.7 * trained <= estimates[-1] <= trained  # near the end, close to what ASHA trained
+    assert board.summary(now=events[-1].at)["eta"] is None  # finished
+
+
+def test_time_left_is_not_guessed_for_asha_ended_by_a_time_limit():
+    events = []
+    hbmagic.tune(
+        objective, SPACE, max_budget=27, eta=3, seed=7, algorithm="asha", time_limit=0.3, observers=[events.append]
+    )
+    board = Board()
+    lefts = []
+    for event in events:
+        board.apply(event)
+        if type(event).__name__ == "EvaluationEnded":
+            lefts.append(board.summary(now=event.at + 1.0)["eta"])
+    assert len(lefts) > 3 and board.resource > 0
+    assert board.expected_resource is None and set(lefts) == {None}
 
 
 # -- the display forms -----------------------------------------------------------------------
