@@ -47,6 +47,7 @@ format: install-test
 
 bench: install-test
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/asha.py
 
 bench-widget: install-test $(CHROMIUM)
 	$(BIN)/python benchmarks/widget.py

@@ -17,6 +17,7 @@ promotions, created trials), so a journal can rebuild a scheduler with
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ from .events import BracketDone, Event, RungDone, TrialCreated, TrialPromoted, T
 from .plan import Algorithm, Bracket, Plan
 from .space import Space, derive_seed
 
-__all__ = ["AshaScheduler", "Job", "Scheduler", "SyncScheduler", "make_scheduler", "rank", "trial_seed"]
+__all__ = ["AshaScheduler", "Job", "Scheduler", "SyncScheduler", "make_scheduler", "rank", "rank_key", "trial_seed"]
 
 Value = float | None  # None: the evaluation failed
 
@@ -55,15 +56,16 @@ def is_good(value: Value) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def rank_key(trial: int, value: Value, mode: str) -> tuple[int, float, int]:
+    """Sorts best first: finite values by metric (ties by trial id), then NaN, infinite and failed."""
+    if is_good(value):
+        return (0, value if mode == "min" else -value, trial)  # type: ignore[operator]
+    return (1, 0.0, trial)
+
+
 def rank(results: dict[int, Value], mode: str) -> list[int]:
-    """Trial ids best first: finite values by metric (ties by trial id), then NaN, infinite and failed."""
-    sign = 1.0 if mode == "min" else -1.0
-
-    def key(trial: int) -> tuple:
-        value = results[trial]
-        return (0, sign * value, trial) if is_good(value) else (1, 0.0, trial)
-
-    return sorted(results, key=key)
+    """Trial ids best first (see ``rank_key``)."""
+    return sorted(results, key=lambda trial: rank_key(trial, results[trial], mode))
 
 
 class Scheduler:
@@ -276,15 +278,30 @@ class AshaScheduler(Scheduler):
     A trial at rung ``k`` is promoted when it is among the top
     ``floor(n_k / eta)`` of the ``n_k`` results at rung ``k`` so far. New
     trials start when nothing is promotable, until ``max_trials``.
+
+    With ``max_trials`` a trial is stopped as soon as no result still to come
+    can promote it, so its state is freed at once instead of at the end (see
+    ``_stop_hopeless``). That changes no promotion: it only says early what the
+    end would say.
     """
 
     def __init__(self, plan: Plan, space: Space, seed: int, mode: str = "min"):
         super().__init__(plan, space, seed, mode)
         self.bracket = plan.brackets[0]
-        self._results: list[dict[int, Value]] = [{} for _ in self.bracket.rungs]
-        self._promoted: list[set[int]] = [set() for _ in self.bracket.rungs]  # trials promoted *to* rung k
         self._pending: list[tuple[int, int]] = []  # (trial, rung) handed out before, to run again
         self._ended = False
+        self._clear()
+
+    def _clear(self) -> None:
+        rungs = len(self.bracket.rungs)
+        self._results: list[dict[int, Value]] = [{} for _ in range(rungs)]
+        self._order: list[list[tuple[int, float, int]]] = [[] for _ in range(rungs)]  # rank keys, best first
+        self._waiting: list[list[tuple[int, float, int]]] = [[] for _ in range(rungs)]  # good, not promoted yet
+        self._promoted: list[set[int]] = [set() for _ in range(rungs)]  # trials promoted *to* rung k
+        self._stopped: set[int] = set()  # stopped before the end: no result to come can promote them
+        self._good = [0] * rungs  # finite results per rung
+        self._hopeless = [0] * rungs  # trials with a finite result stopped per rung
+        self._room = [math.inf] * rungs  # the places that may still promote, per rung: only ever shrinks
 
     @property
     def _exhausted(self) -> bool:
@@ -298,6 +315,7 @@ class AshaScheduler(Scheduler):
         if promotion is not None:
             trial, rung, position = promotion
             self._promoted[rung + 1].add(trial)
+            del self._waiting[rung][0]
             self._outbox.append(TrialPromoted(trial, rung + 1, self.bracket.rungs[rung + 1].budget, position))
             return self._job(trial, 0, self.bracket, rung + 1)
         if self._exhausted:
@@ -305,12 +323,13 @@ class AshaScheduler(Scheduler):
         return self._job(len(self._created), 0, self.bracket, 0)
 
     def _promotable(self) -> tuple[int, int, int] | None:
+        """The best trial of the highest rung that is in its rung's top 1/eta and not promoted yet."""
         for rung in range(len(self.bracket.rungs) - 2, -1, -1):
-            results = self._results[rung]
-            top = rank(results, self.mode)[: len(results) // self.plan.eta]
-            for position, trial in enumerate(top, 1):
-                if is_good(results[trial]) and trial not in self._promoted[rung + 1]:
-                    return trial, rung, position
+            waiting, order = self._waiting[rung], self._order[rung]
+            if waiting:
+                position = bisect.bisect_left(order, waiting[0])
+                if position < len(order) // self.plan.eta:
+                    return waiting[0][2], rung, position + 1
         return None
 
     def release(self, trial: int, rung: int) -> None:
@@ -321,27 +340,81 @@ class AshaScheduler(Scheduler):
         self._running.discard((trial, rung))
         if trial in self._results[rung]:
             raise ValueError(f"trial {trial} already has a result at rung {rung}")
+        self._record(trial, rung, value)
+        self._stop_hopeless((trial, rung))
+
+    def _record(self, trial: int, rung: int, value: Value) -> None:
         self._results[rung][trial] = value
+        key = rank_key(trial, value, self.mode)
+        bisect.insort(self._order[rung], key)
+        self._good[rung] += not key[0]
+        if not key[0] and rung < len(self.bracket.rungs) - 1 and trial not in self._promoted[rung + 1]:
+            bisect.insort(self._waiting[rung], key)
+
+    def _stop_hopeless(self, new: tuple[int, int] | None = None) -> None:
+        """Stop each trial that no result still to come can promote (only with ``max_trials``).
+
+        ``most`` bounds the results rung ``k`` will ever hold: ``max_trials`` at
+        the first rung; above it, the trials promoted to it so far, plus those of
+        the rung below that may still be promoted, plus every result the rung
+        below may still get. Only the top ``most // eta`` places of a rung can
+        promote, and a trial's place only moves down as results arrive, so a
+        trial below them is done, as is one whose metric is NaN or infinite.
+        The bound only shrinks: after one new result (``new``) only the places
+        between the new and the old bound, and the new result's, need a look.
+        """
+        if self.plan.max_trials is None:
+            return
+        most = self.plan.max_trials
+        for rung in range(len(self.bracket.rungs) - 1):
+            order, promoted, results = self._order[rung], self._promoted[rung + 1], self._results[rung]
+            room, looked = most // self.plan.eta, self._room[rung]
+            self._room[rung] = room
+            if looked == math.inf:  # the first look: every place below the bound, and every bad result
+                places = range(min(room, self._good[rung]), len(order))
+            else:  # a result placed above the old bound pushed one place across it
+                places = range(room, min(len(order), int(looked) + 1))
+            if new is not None and new[1] == rung:
+                key = rank_key(new[0], results[new[0]], self.mode)
+                places = [*places, bisect.bisect_left(order, key)]
+            for position in places:
+                bad, _, trial = order[position]
+                if (
+                    (bad or position >= room)
+                    and trial not in promoted
+                    and trial not in self._stopped
+                    and results[trial] is not None  # a failed trial is done already
+                ):
+                    self._stop(trial, rung, position, room)
+            hopeful = self._good[rung] - len(promoted) - self._hopeless[rung]
+            most = len(promoted) + hopeful + (most - len(order))
+
+    def _stop(self, trial: int, rung: int, position: int, room: int) -> None:
+        order, results = self._order[rung], self._results[rung]
+        self._stopped.add(trial)
+        self._hopeless[rung] += not order[position][0]
+        last = min(room, self._good[rung]) - 1  # the worst place that may still promote
+        cutoff = results[order[last][2]] if last >= 0 else None
+        self._outbox.append(TrialStopped(trial, rung, results[trial], position + 1, len(order), cutoff))
 
     @property
     def finished(self) -> bool:
         return self._exhausted and not self._running and not self._pending and self._promotable() is None
 
     def _end(self) -> None:
-        """Stop, for good, every trial that was not promoted past its last rung."""
+        """Stop, for good, every trial that was not promoted past its last rung and is not stopped yet."""
         self._ended = True
         for rung in range(len(self.bracket.rungs) - 1):
             results = self._results[rung]
-            order = rank(results, self.mode)
-            promoted = [t for t in order if t in self._promoted[rung + 1]]
+            promoted = [t for _, _, t in self._order[rung] if t in self._promoted[rung + 1]]
             cutoff = results[promoted[-1]] if promoted else None
-            for position, trial in enumerate(order, 1):
-                if trial not in self._promoted[rung + 1] and results[trial] is not None:
-                    self._outbox.append(TrialStopped(trial, rung, results[trial], position, len(order), cutoff))
-        top = self._results[-1]
-        order = rank(top, self.mode)
-        best = order[0] if order and is_good(top[order[0]]) else None
-        self._outbox.append(BracketDone(0, self.bracket.s, best, top[best] if best is not None else None))
+            for position, (_, _, trial) in enumerate(self._order[rung], 1):
+                value = results[trial]
+                if trial not in self._promoted[rung + 1] and trial not in self._stopped and value is not None:
+                    self._outbox.append(TrialStopped(trial, rung, value, position, len(results), cutoff))
+        top = self._order[-1]
+        best = top[0][2] if top and not top[0][0] else None
+        self._outbox.append(BracketDone(0, self.bracket.s, best, self._results[-1][best] if best is not None else None))
 
     def drain(self) -> list[Event]:
         if self.finished and not self._ended:
@@ -354,19 +427,21 @@ class AshaScheduler(Scheduler):
         return {"results": results, "created": sorted(self._created), "promotions": promotions}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild from results and promotions; the early stops they imply are recomputed (see ``drain``)."""
         self._created = set(state.get("created", ()))
-        self._results = [{} for _ in self.bracket.rungs]
-        self._promoted = [set() for _ in self.bracket.rungs]
+        self._outbox.clear()
+        self._clear()
         for trial, rung in state.get("promotions", ()):
             self._promoted[rung].add(trial)
         for trial, rung, value in state["results"]:
-            self._results[rung][trial] = value
+            self._record(trial, rung, value)
+        self._stop_hopeless()
         # Evaluations handed out but never finished run again first.
         self._pending = sorted((t, 0) for t in self._created if t not in self._results[0]) + sorted(
             (t, rung) for rung, trials in enumerate(self._promoted) for t in trials if t not in self._results[rung]
         )
         self._running.clear()
-        self._outbox.clear()
+        # The recomputed stops stay in the outbox: a resumed study emits those its journal lost.
 
 
 def make_scheduler(plan: Plan, space: Space, seed: int, mode: str = "min") -> Scheduler:

@@ -15,7 +15,7 @@ import pytest
 
 import hbmagic
 from hbmagic import EndReason, TrialStatus, tune
-from hbmagic.events import EvalStatus, EvaluationEnded
+from hbmagic.events import EvalStatus, EvaluationEnded, TrialStopped
 from hbmagic.journal import read_events
 from hbmagic.study import (
     StudyBusyError,
@@ -95,6 +95,40 @@ def test_interrupts_then_resume_train_exactly_the_plan(tmp_path, capsys):
     assert trainer.restarted_from_zero == 0
     reference = tune(Trainer(), SPACE, max_budget=81, eta=3, seed=1)
     assert runs[-1].best == reference.best
+
+
+def test_asha_keeps_a_state_only_while_its_trial_may_still_be_promoted(tmp_path):
+    files = []
+
+    def objective(trial):
+        trial.state.setdefault("weights", [trial.id] * 100)
+        folder = tmp_path / "a" / "states"
+        files.append(len(list(folder.iterdir())) if folder.exists() else 0)
+        trial.report(abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.budget)
+
+    tune(objective, SPACE, max_budget=81, eta=3, algorithm="asha", max_trials=143, seed=0, storage=tmp_path, study="a")
+    # Only the top third of the first rung's 143 results can ever be promoted; every other state goes at once.
+    assert 0 < max(files) <= 143 // 3
+    assert list((tmp_path / "a" / "states").iterdir()) == []
+
+
+def test_asha_interrupted_then_resumed_stops_each_trial_once(tmp_path):
+    trainer = Trainer(interrupt=[20, 90, 150])
+    options = dict(max_budget=81, eta=3, algorithm="asha", max_trials=100, seed=2, storage=tmp_path, study="asha")
+    runs = 0
+    while not (result := tune(trainer, SPACE, **options)).complete:
+        runs += 1
+        assert result.reason is EndReason.INTERRUPTED
+    assert runs == 3
+    pairs = completed_pairs(tmp_path / "asha")
+    assert len(pairs) == len(set(pairs))
+    assert trainer.restarted_from_zero == 0
+    stops = [e.trial for e in read_events(tmp_path / "asha" / "journal.sqlite") if isinstance(e, TrialStopped)]
+    assert len(stops) == len(set(stops)) > 50
+    assert list((tmp_path / "asha" / "states").iterdir()) == []
+    reference = tune(Trainer(), SPACE, **{**options, "storage": None})
+    assert result.best == reference.best
+    assert sorted(pairs) == sorted((t.id, r) for t in reference.trials.values() for r in range(t.rung + 1))
 
 
 @pytest.mark.parametrize("executor", ["inline", "threads"])
