@@ -84,6 +84,7 @@ class HyperbandWidget(DOMWidget):
         self._handle: Any = None
         self._gpu: GpuStats | None = None
         self.updates = 0  # widget updates sent (batches), for the curious and the tests
+        self.on_msg(self._on_front_end_message)
 
     @classmethod
     def live(cls, **kwargs: Any) -> HyperbandWidget:
@@ -126,6 +127,18 @@ class HyperbandWidget(DOMWidget):
         return True
 
     # -- sending -----------------------------------------------------------------------------
+
+    def _on_front_end_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """A front-end model that just connected asks for the whole board again.
+
+        A page reloaded while the search runs builds its model from the first
+        update it sees after asking for the state, and drops updates that come
+        before the model listens; the whole state sent again after that makes
+        up for both.
+        """
+        if isinstance(content, dict) and content.get("event") == "resync":
+            with self._send_lock, self._lock:
+                self.send_state()
 
     def _flush_loop(self) -> None:
         try:

@@ -64,6 +64,11 @@ export class HyperbandModel extends DOMWidgetModel {
     const delta = parseDelta(this.get('delta'));
     this.store.seq = delta && typeof delta.seq === 'number' ? delta.seq : 0;
     this.on('change', this.onChange, this);
+    // A page reloaded mid-search builds this model from whichever update came first after asking
+    // for the state, and loses the updates sent before this model listened: ask for it all again.
+    if (this.comm_live) {
+      this.send({ event: 'resync' }, {});
+    }
   }
 
   private onChange(): void {

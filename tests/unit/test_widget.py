@@ -335,6 +335,25 @@ def test_updates_are_throttled_and_their_size_does_not_grow_with_the_trials(kern
     assert max(sizes[12]) <= 1.3 * max(sizes[3])  # four times the trials, the same size of update
 
 
+def test_a_front_end_model_that_asks_again_gets_the_whole_board(kernel):
+    """What a page reloaded mid-search does once its model listens (updates sent before that are lost to it)."""
+    updates = widget_updates(run_live(kernel, 1))
+    comm_id = updates[0]["content"]["comm_id"]
+    message = kernel.client.session.msg(
+        "comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "resync"}}}
+    )
+    kernel.client.shell_channel.send(message)
+    while True:
+        msg = kernel.client.get_iopub_msg(timeout=30)
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            break
+    state = msg["content"]["data"]["state"]
+    assert {"plan", "info", "cells", "trials", "curves", "lanes", "summary", "delta"} <= set(state)
+    assert state["summary"]["status"] == "completed"
+    assert len(state["cells"]) == 206 and len(state["trials"]) == 143
+    assert all(cell["s"] in FINAL for cell in state["cells"].values())
+
+
 def test_in_a_kernel_the_output_is_one_display_updated_to_its_final_form(kernel):
     messages = run_live(kernel, 1)
     displays = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
