@@ -142,9 +142,11 @@ class TrialStopped(Event):
     trial: int
     rung: int  # the rung whose cutoff it missed
     value: float | None
-    rank: int  # 1-based among the rung's results, best first
-    of: int  # results in the rung
-    cutoff: float | None  # the worst promoted value (None when none was promoted)
+    rank: int  # 1-based among the rung's results, best first (when it was stopped)
+    of: int  # results in the rung (when it was stopped)
+    # The worst promoted value (None when none was promoted); for a trial ASHA stops before its
+    # rung is complete, the worst value still placed to be promoted.
+    cutoff: float | None
 
 
 @dataclass(frozen=True)
