@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
@@ -39,8 +41,20 @@ def main() -> int:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     print(f"running {NOTEBOOK.name} in a fresh kernel ...", flush=True)
     began = time.perf_counter()
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
-    client.execute()
+    with tempfile.TemporaryDirectory(prefix="hbmagic-demo-") as scratch:
+        # Unix sockets, not TCP: the kernel listens on no port at all.
+        manager = KernelManager(
+            kernel_name="python3",
+            transport="ipc",
+            ip=os.path.join(scratch, "kernel"),
+            connection_file=os.path.join(scratch, "kernel.json"),
+        )
+        client = NotebookClient(notebook, km=manager, timeout=600, resources={"metadata": {"path": str(HERE)}})
+        try:
+            client.execute()
+        finally:
+            if manager.has_kernel:
+                manager.shutdown_kernel()
     seconds = time.perf_counter() - began
     print(f"\nThe plan (%hyperband plan):\n{text_of(tagged(notebook, 'plan'))}")
     print(f"\nThe best configuration found:\n{text_of(tagged(notebook, 'best'))}")
