@@ -169,23 +169,26 @@ KILLED_SCRIPT = textwrap.dedent(
             trial.report(abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.state["epochs"])
 
     workers = 2 if sys.argv[2] == "threads" else None
+    algorithm = {"algorithm": "asha", "max_trials": 40} if sys.argv[3] == "asha" else {}
     result = hbmagic.tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5,
-                          storage=sys.argv[1], study="killed", executor=sys.argv[2], workers=workers)
+                          storage=sys.argv[1], study="killed", executor=sys.argv[2], workers=workers, **algorithm)
     print("DONE", result.reason.value, result.failures)
     """
 )
 
 
-@pytest.mark.parametrize("executor", ["inline", "threads"])
-def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, executor):
+@pytest.mark.parametrize(
+    ("executor", "algorithm"), [("inline", "hyperband"), ("threads", "hyperband"), ("inline", "asha")]
+)
+def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, executor, algorithm):
     script = tmp_path / "search.py"
     script.write_text(KILLED_SCRIPT)
     storage = tmp_path / "storage"
-    rng = random.Random(executor)
+    rng = random.Random(executor + algorithm)
     kills = 0
     for _attempt in range(30):
         process = subprocess.Popen(
-            [sys.executable, str(script), str(storage), executor], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), str(storage), executor, algorithm], stdout=subprocess.PIPE, text=True
         )
         if kills < 5:
             time.sleep(rng.uniform(0.4, 1.2))
@@ -200,16 +203,20 @@ def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, e
     assert kills >= 3
     assert "DONE completed 0" in out
     pairs = completed_pairs(storage / "killed")
-    assert len(pairs) == len(set(pairs)) == 69  # R=27, eta=3: every evaluation once, none rerun
+    assert len(pairs) == len(set(pairs))  # every evaluation once, none rerun
     result = load_study("killed", storage)
     assert result.complete and result.failures == 0
     leftovers = list((storage / "killed" / "states").iterdir())
     assert leftovers == []  # every trial is decided, so no state is kept
+    stops = [e.trial for e in read_events(storage / "killed" / "journal.sqlite") if isinstance(e, TrialStopped)]
+    assert len(stops) == len(set(stops))  # decisions a kill lost are recomputed, never doubled
 
     def objective(trial):
         return abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.budget
 
-    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5)
+    options = {"algorithm": "asha", "max_trials": 40} if algorithm == "asha" else {}
+    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5, **options)
+    assert len(pairs) == reference.evaluations  # R=27, eta=3 Hyperband: 69
     assert {t.id: (t.status, t.budget) for t in result.trials.values()} == {
         t.id: (t.status, t.budget) for t in reference.trials.values()
     }
