@@ -301,7 +301,7 @@ class AshaScheduler(Scheduler):
         self._stopped: set[int] = set()  # stopped before the end: no result to come can promote them
         self._good = [0] * rungs  # finite results per rung
         self._hopeless = [0] * rungs  # trials with a finite result stopped per rung
-        self._room = [math.inf] * rungs  # the places that may still promote, per rung: only ever shrinks
+        self._room: list[int | None] = [None] * rungs  # the places that may still promote: only ever shrinks
 
     @property
     def _exhausted(self) -> bool:
@@ -340,16 +340,18 @@ class AshaScheduler(Scheduler):
         self._running.discard((trial, rung))
         if trial in self._results[rung]:
             raise ValueError(f"trial {trial} already has a result at rung {rung}")
-        self._record(trial, rung, value)
-        self._stop_hopeless((trial, rung))
+        self._stop_hopeless((rung, self._record(trial, rung, value)))
 
-    def _record(self, trial: int, rung: int, value: Value) -> None:
+    def _record(self, trial: int, rung: int, value: Value) -> int:
+        """Keep a result in its rung's order; returns its place there."""
         self._results[rung][trial] = value
         key = rank_key(trial, value, self.mode)
-        bisect.insort(self._order[rung], key)
+        position = bisect.bisect_left(self._order[rung], key)
+        self._order[rung].insert(position, key)
         self._good[rung] += not key[0]
         if not key[0] and rung < len(self.bracket.rungs) - 1 and trial not in self._promoted[rung + 1]:
             bisect.insort(self._waiting[rung], key)
+        return position
 
     def _stop_hopeless(self, new: tuple[int, int] | None = None) -> None:
         """Stop each trial that no result still to come can promote (only with ``max_trials``).
@@ -360,8 +362,9 @@ class AshaScheduler(Scheduler):
         below may still get. Only the top ``most // eta`` places of a rung can
         promote, and a trial's place only moves down as results arrive, so a
         trial below them is done, as is one whose metric is NaN or infinite.
-        The bound only shrinks: after one new result (``new``) only the places
-        between the new and the old bound, and the new result's, need a look.
+        The bound only shrinks: after one new result (``new``: its rung and
+        place) only the places between the new and the old bound, and the new
+        result's, need a look.
         """
         if self.plan.max_trials is None:
             return
@@ -370,13 +373,12 @@ class AshaScheduler(Scheduler):
             order, promoted, results = self._order[rung], self._promoted[rung + 1], self._results[rung]
             room, looked = most // self.plan.eta, self._room[rung]
             self._room[rung] = room
-            if looked == math.inf:  # the first look: every place below the bound, and every bad result
+            if looked is None:  # the first look: every place below the bound, and every bad result
                 places = range(min(room, self._good[rung]), len(order))
             else:  # a result placed above the old bound pushed one place across it
-                places = range(room, min(len(order), int(looked) + 1))
-            if new is not None and new[1] == rung:
-                key = rank_key(new[0], results[new[0]], self.mode)
-                places = [*places, bisect.bisect_left(order, key)]
+                places = range(room, min(len(order), looked + 1))
+            if new is not None and new[0] == rung:
+                places = [*places, new[1]]
             for position in places:
                 bad, _, trial = order[position]
                 if (
