@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+import dask
 from distributed import Client, KilledWorker, LocalCluster, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -59,6 +60,10 @@ __all__ = ["DaskExecutor"]
 
 CONNECT_TIMEOUT = 10  # seconds to reach a scheduler address
 WORKERS_TIMEOUT = 60  # seconds to wait for a cluster's first worker
+# Dask's LocalCluster hard-closes a worker's nanny when, lost-worker-timeout (15 s) after a loss, no
+# worker of that name is registered: a worker ended twice about that far apart (two stuck evaluations,
+# two out-of-memory kills) would never come back. The nanny replaces a lost worker anyway.
+KEEP_LOST_WORKERS = {"distributed.deploy.lost-worker-timeout": "3650 days"}
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -187,12 +192,11 @@ class DaskExecutor(Executor):
 
     in_process = False
 
-    def __init__(self, client: Client, max_slots: int | None = None, *, cluster: LocalCluster | None = None):
+    def __init__(self, client: Client, max_slots: int | None = None):
         if getattr(client, "asynchronous", False):
             raise OptionError("the distributed.Client is asynchronous; hbmagic needs a synchronous Client")
         self.client = client
-        self._cluster = cluster
-        self._owned = cluster is not None
+        self._owned = contextlib.ExitStack()  # what connect() opened for this search, closed at shutdown
         self._token = uuid.uuid4().hex[:12]
         self._plugin = f"hbmagic-{self._token}"
         self._topic = f"hbmagic-{self._token}"
@@ -225,30 +229,29 @@ class DaskExecutor(Executor):
             workers: Worker processes (one thread each) of the cluster started here; with an
                 address, the most worker threads to use.
         """
-        if address is None:
-            cluster = LocalCluster(
-                n_workers=workers or _default_workers(),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",  # scheduler, nannies and workers listen on loopback only
-                dashboard_address="127.0.0.1:0",  # Dask's HTTP server: loopback, any free port
-            )
-            try:
-                return cls(Client(cluster), cluster=cluster)
-            except BaseException:
-                cluster.close()
-                raise
-        try:
-            client = Client(address, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise OptionError(f"could not connect to the Dask scheduler at cluster={address!r}: {err}") from None
-        try:
-            executor = cls(client, workers)
-        except BaseException:
-            client.close()
-            raise
-        executor._owned = True
-        return executor
+        with contextlib.ExitStack() as owned:
+            if address is None:
+                owned.enter_context(dask.config.set(KEEP_LOST_WORKERS))  # until the cluster is closed
+                cluster = LocalCluster(
+                    n_workers=workers or _default_workers(),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",  # scheduler, nannies and workers listen on loopback only
+                    dashboard_address="127.0.0.1:0",  # Dask's HTTP server: loopback, any free port
+                )
+                owned.callback(cluster.close)
+                client = Client(cluster)
+            else:
+                try:
+                    client = Client(address, timeout=CONNECT_TIMEOUT)
+                except (OSError, TimeoutError, ValueError) as err:
+                    raise OptionError(
+                        f"could not connect to the Dask scheduler at cluster={address!r}: {err}"
+                    ) from None
+            owned.callback(client.close)
+            executor = cls(client, None if address is None else workers)
+            executor._owned = owned.pop_all()
+            return executor
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -336,8 +339,6 @@ class DaskExecutor(Executor):
                 self.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
             )
         except Exception:  # a scheduler that runs no functions: the usual setting
-            import dask
-
             self._allowed_failures = int(dask.config.get("distributed.scheduler.allowed-failures"))
         self.client.subscribe_topic(self._topic, self._on_event)
         self.client.register_plugin(_Objective(payload, self._topic), name=self._plugin)
@@ -536,10 +537,7 @@ class DaskExecutor(Executor):
                 self.client.unregister_worker_plugin(self._plugin)
         except Exception:  # the cluster is already gone
             pass
-        if self._owned:
-            self.client.close()
-            if self._cluster is not None:
-                self._cluster.close()
+        self._owned.close()
 
     def describe(self) -> str:
         devices = sorted({s.device for s in self.slots})

@@ -6,6 +6,7 @@ copies of them, never the test module itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -97,18 +98,18 @@ def kill_when_written(marker) -> tuple[list[int], threading.Thread]:
     return killed, killer
 
 
-def wait_for_replacements(client, gone: set[int], timeout: float = 60) -> dict[str, int]:
-    """Until the cluster again has WORKERS workers, none of them one of the ``gone`` processes."""
+def wait_for_replacements(client, gone: set[int], timeout: float = 60, workers: int = WORKERS) -> dict[str, int]:
+    """Until the cluster again has ``workers`` workers, none of them one of the ``gone`` processes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             pids = worker_pids(client)
         except Exception:
             pids = {}
-        if len(pids) == WORKERS and not set(pids.values()) & gone:
+        if len(pids) == workers and not set(pids.values()) & gone:
             return pids
         time.sleep(0.2)
-    raise AssertionError(f"the cluster did not get {WORKERS} live workers back")
+    raise AssertionError(f"the cluster did not get {workers} live workers back")
 
 
 # -- running on the cluster ----------------------------------------------------------------
@@ -521,6 +522,39 @@ def test_an_evaluation_whose_only_worker_dies_runs_again_on_its_replacement(tmp_
     assert len(list(attempts.iterdir())) == 2  # killed with its worker, then run again on the new one
     (pid,) = {values["pid"] for values in result.trials[0].metrics.values() if "pid" in values}
     assert pid != killed[0]  # it ran on the replacement
+
+
+def test_a_worker_of_its_own_cluster_lost_again_15_s_after_a_loss_still_comes_back():
+    """Dask's LocalCluster hard-closes a worker's nanny when, 15 s after a loss (its lost-worker-timeout),
+    no worker of that name is there; the nanny replaces it anyway, so a cluster hbmagic starts keeps it.
+
+    Two stuck evaluations ended about that far apart would otherwise leave a one-worker cluster with
+    none. Here the worker is killed, then every replacement is killed from 13.5 s to 16.5 s after.
+    """
+    import dask
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "15s"}):  # Dask's own (the session sets more)
+        executor = DaskExecutor.connect(workers=1)
+        try:
+            client = executor.client
+            (first,) = worker_pids(client).values()
+            os.kill(first, signal.SIGKILL)
+            lost = time.monotonic()
+            killed = {first}
+            wait_for_replacements(client, killed, workers=1)
+            while time.monotonic() < lost + 13.5:
+                time.sleep(0.05)
+            while time.monotonic() < lost + 16.5:
+                for pid in worker_pids(client, "ignore").values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                time.sleep(0.05)
+            assert len(killed) >= 2
+            wait_for_replacements(client, killed, timeout=30, workers=1)
+        finally:
+            executor.shutdown()
+        assert dask.config.get("distributed.deploy.lost-worker-timeout") == "15s"  # the user's setting is back
 
 
 def test_an_evaluation_that_kills_every_worker_it_runs_on_fails_and_the_search_goes_on(dask_client, tmp_path):
