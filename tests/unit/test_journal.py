@@ -1,5 +1,6 @@
 """Never lose work: the journal, resuming after interrupts and kills, and stored studies."""
 
+import json
 import math
 import os
 import random
@@ -156,41 +157,51 @@ def test_sigint_from_outside_then_resume(tmp_path, executor):
 
 KILLED_SCRIPT = textwrap.dedent(
     """
-    import math, sys, time
+    import json, math, sys, time
     import hbmagic
+
+    options = json.loads(sys.argv[3])
+    epoch = options.pop("epoch")
 
     def objective(trial):
         if not trial.state:
             trial.state["epochs"] = 0
         assert trial.state["epochs"] == trial.start, "state does not match start"
         for _ in range(int(trial.start), int(trial.budget)):
-            time.sleep(0.01)
+            time.sleep(epoch)
             trial.state["epochs"] += 1
             trial.report(abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.state["epochs"])
 
     workers = 2 if sys.argv[2] == "threads" else None
-    algorithm = {"algorithm": "asha", "max_trials": 40} if sys.argv[3] == "asha" else {}
     result = hbmagic.tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5,
-                          storage=sys.argv[1], study="killed", executor=sys.argv[2], workers=workers, **algorithm)
+                          storage=sys.argv[1], study="killed", executor=sys.argv[2], workers=workers, **options)
     print("DONE", result.reason.value, result.failures)
     """
 )
+KILLS = 5  # each 0.4-1.2 s into a run: at most 6 s of a search's time
+# Seconds per epoch that make each search take about 7 s uninterrupted, so that every kill lands before its end.
+KILLED = {
+    "inline-hyperband": ("inline", {"epoch": 0.02}),
+    "threads-hyperband": ("threads", {"epoch": 0.04}),
+    "inline-asha": ("inline", {"epoch": 0.015, "algorithm": "asha", "max_trials": 120}),
+}
 
 
-@pytest.mark.parametrize(
-    ("executor", "algorithm"), [("inline", "hyperband"), ("threads", "hyperband"), ("inline", "asha")]
-)
-def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, executor, algorithm):
+@pytest.mark.parametrize("case", list(KILLED))
+def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, case):
+    executor, options = KILLED[case]
     script = tmp_path / "search.py"
     script.write_text(KILLED_SCRIPT)
     storage = tmp_path / "storage"
-    rng = random.Random(executor + algorithm)
+    rng = random.Random(case)
     kills = 0
     for _attempt in range(30):
         process = subprocess.Popen(
-            [sys.executable, str(script), str(storage), executor, algorithm], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), str(storage), executor, json.dumps(options)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        if kills < 5:
+        if kills < KILLS:
             time.sleep(rng.uniform(0.4, 1.2))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
@@ -200,7 +211,7 @@ def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, e
         out, _ = process.communicate(timeout=120)
         assert process.returncode == 0, out
         break
-    assert kills >= 3
+    assert kills == KILLS  # every search outlasts its kills
     assert "DONE completed 0" in out
     pairs = completed_pairs(storage / "killed")
     assert len(pairs) == len(set(pairs))  # every evaluation once, none rerun
@@ -214,8 +225,8 @@ def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, e
     def objective(trial):
         return abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.budget
 
-    options = {"algorithm": "asha", "max_trials": 40} if algorithm == "asha" else {}
-    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5, **options)
+    algorithm = {k: v for k, v in options.items() if k != "epoch"}
+    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5, **algorithm)
     assert len(pairs) == reference.evaluations  # R=27, eta=3 Hyperband: 69
     assert {t.id: (t.status, t.budget) for t in result.trials.values()} == {
         t.id: (t.status, t.budget) for t in reference.trials.values()
