@@ -144,7 +144,7 @@ def test_sigint_from_outside_then_resume(tmp_path, executor):
             trial.report(trial.config["lr"])
 
     where = {"executor": executor, "workers": 2 if executor == "threads" else None}
-    timer = threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))  # the threads search takes 0.75 s
     timer.start()
     first = tune(slow, SPACE, max_budget=27, seed=2, storage=tmp_path, study="x", **where)
     timer.join()
