@@ -42,6 +42,8 @@ from hbmagic.executors import make_executor
 from hbmagic.scheduler import Job
 
 pytest.importorskip("distributed")
+import dask
+
 from hbmagic.executors.dask import DaskExecutor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -531,8 +533,6 @@ def test_a_worker_of_its_own_cluster_lost_again_15_s_after_a_loss_still_comes_ba
     Two stuck evaluations ended about that far apart would otherwise leave a one-worker cluster with
     none. Here the worker is killed, then every replacement is killed from 13.5 s to 16.5 s after.
     """
-    import dask
-
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "15s"}):  # Dask's own (the session sets more)
         executor = DaskExecutor.connect(workers=1)
         try:

@@ -160,8 +160,7 @@ KILLED_SCRIPT = textwrap.dedent(
     import json, math, sys, time
     import hbmagic
 
-    options = json.loads(sys.argv[3])
-    epoch = options.pop("epoch")
+    epoch, options = float(sys.argv[3]), json.loads(sys.argv[4])
 
     def objective(trial):
         if not trial.state:
@@ -181,15 +180,15 @@ KILLED_SCRIPT = textwrap.dedent(
 KILLS = 5  # each 0.4-1.2 s into a run: at most 6 s of a search's time
 # Seconds per epoch that make each search take about 7 s uninterrupted, so that every kill lands before its end.
 KILLED = {
-    "inline-hyperband": ("inline", {"epoch": 0.02}),
-    "threads-hyperband": ("threads", {"epoch": 0.04}),
-    "inline-asha": ("inline", {"epoch": 0.015, "algorithm": "asha", "max_trials": 120}),
+    "inline-hyperband": ("inline", 0.02, {}),
+    "threads-hyperband": ("threads", 0.04, {}),
+    "inline-asha": ("inline", 0.015, {"algorithm": "asha", "max_trials": 120}),
 }
 
 
 @pytest.mark.parametrize("case", list(KILLED))
 def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, case):
-    executor, options = KILLED[case]
+    executor, epoch, options = KILLED[case]
     script = tmp_path / "search.py"
     script.write_text(KILLED_SCRIPT)
     storage = tmp_path / "storage"
@@ -197,7 +196,7 @@ def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, c
     kills = 0
     for _attempt in range(30):
         process = subprocess.Popen(
-            [sys.executable, str(script), str(storage), executor, json.dumps(options)],
+            [sys.executable, str(script), str(storage), executor, str(epoch), json.dumps(options)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -225,8 +224,7 @@ def test_sigkill_at_random_moments_always_resumes_to_a_correct_study(tmp_path, c
     def objective(trial):
         return abs(math.log10(trial.config["lr"]) + 2) + 1 / trial.budget
 
-    algorithm = {k: v for k, v in options.items() if k != "epoch"}
-    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5, **algorithm)
+    reference = tune(objective, {"lr": "loguniform(1e-3, 1e-1)"}, max_budget=27, seed=5, **options)
     assert len(pairs) == reference.evaluations  # R=27, eta=3 Hyperband: 69
     assert {t.id: (t.status, t.budget) for t in result.trials.values()} == {
         t.id: (t.status, t.budget) for t in reference.trials.values()
